@@ -1,0 +1,214 @@
+"""The `nmt-bert` command line: thin commands, each handing off to one library function.
+
+This is the only module that imports typer. Errors the user can fix (UserError) print one
+line and exit 1; anything else prints one line too unless --debug asks for the traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional, TypeVar
+
+import typer
+from rich.console import Console
+
+from nmt_bert import __version__
+from nmt_bert.errors import UserError
+
+app = typer.Typer(
+    name="nmt-bert",
+    help="Neural machine translation with a pretrained multilingual BERT encoder.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+_state = {"debug": False}
+
+# Options shared by several commands: declared once so their names never drift apart.
+RecipeOpt = Annotated[
+    Optional[Path], typer.Option("--recipe", "-r", help="YAML recipe overriding the defaults.")
+]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override one config value: [bold]section.key=value[/].",
+                 metavar="KEY=VALUE"),
+]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="cpu, cuda, cuda:1, ... or auto (cuda when available).")
+]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (train.seed).")]
+ModelOpt = Annotated[
+    Path, typer.Option("--model", "-m", help="Run directory or checkpoint directory.")
+]
+
+F = TypeVar("F", bound=Callable)
+
+
+def friendly_errors(fn: F) -> F:
+    """Turn exceptions into one line on stderr and a non-zero exit (unless --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            if _state["debug"]:
+                raise
+            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as err:  # noqa: BLE001 - the user gets one line, --debug the rest
+            if _state["debug"]:
+                raise
+            err_console.print(
+                f"[bold red]error:[/] {type(err).__name__}: {err} (rerun with --debug for details)",
+                highlight=False, soft_wrap=True,
+            )
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"nmt-bert {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """Prepare corpora, train a BERT-encoder translation model, translate and score."""
+    _state["debug"] = debug
+
+
+def _config(recipe: Optional[Path], overrides: Optional[list[str]], seed: Optional[int] = None):
+    from nmt_bert.config import load_config
+
+    sets = list(overrides or [])
+    if seed is not None:
+        sets.append(f"train.seed={seed}")
+    return load_config(recipe, sets)
+
+
+@app.command()
+@friendly_errors
+def prepare(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output data directory.")],
+    src: Annotated[Optional[Path], typer.Option(help="Source-side text file, one sentence a line.")] = None,
+    tgt: Annotated[Optional[Path], typer.Option(help="Target-side text file, aligned with --src.")] = None,
+    tsv: Annotated[Optional[Path], typer.Option(help="Tab-separated file: source<TAB>target.")] = None,
+    tmx: Annotated[Optional[Path], typer.Option(help="TMX translation memory.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="`datasets` dataset: saved directory, data file or hub name.")] = None,
+    dataset_config: Annotated[Optional[str], typer.Option(help="Hub dataset config, e.g. de-en.")] = None,
+    dev: Annotated[Optional[list[Path]], typer.Option(help="Dev set: SRC TGT files (give twice) or one TSV.")] = None,
+    test: Annotated[Optional[list[Path]], typer.Option(help="Test set: SRC TGT files (give twice) or one TSV.")] = None,
+    recipe: RecipeOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Clean and tokenize a parallel corpus (the bundled Spanish-English Bible by default)."""
+    from nmt_bert.corpora import CorpusSpec
+    from nmt_bert.prepare import prepare as run_prepare
+
+    spec = CorpusSpec(src=src, tgt=tgt, tsv=tsv, tmx=tmx, dataset=dataset,
+                      dataset_config=dataset_config, dev=dev or [], test=test or [])
+    run_prepare(spec, out, _config(recipe, set_))
+
+
+@app.command()
+@friendly_errors
+def train(
+    data: Annotated[Optional[Path], typer.Option(help="Prepared data directory (from `prepare`).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to create.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory.")] = None,
+    recipe: RecipeOpt = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = None,
+) -> None:
+    """Train: stage 1 with the encoder frozen, stage 2 with it unfrozen."""
+    if resume is None and (data is None or out is None):
+        raise UserError("give --data and --out for a new run, or --resume RUN_DIR")
+    config = None if resume is not None else _config(recipe, set_, seed)
+    if resume is not None and (recipe or set_ or seed is not None):
+        raise UserError("--resume continues with the run's own config; drop --recipe/--set/--seed")
+    from nmt_bert.training import train as run_train
+
+    run_train(data_dir=data, run_dir=resume or out, config=config, device=device,
+              resume=resume is not None)
+
+
+@app.command()
+@friendly_errors
+def translate(
+    input: Annotated[str, typer.Argument(help="Text file to translate, one sentence a line; - for stdin.")] = "-",
+    model: ModelOpt = Path("."),
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    beam: Annotated[Optional[int], typer.Option(help="Beam size (1 = greedy); decode.beam_size.")] = None,
+    nbest: Annotated[Optional[int], typer.Option(help="Hypotheses per sentence, tab-separated with scores.")] = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Translate a file line by line (empty lines stay empty, order is kept)."""
+    from nmt_bert.translate_file import translate_file
+
+    overrides = list(set_ or [])
+    if beam is not None:
+        overrides.append(f"decode.beam_size={beam}")
+    if nbest is not None:
+        overrides.append(f"decode.nbest={nbest}")
+    translate_file(input, model, output, overrides=overrides, device=device)
+
+
+@app.command()
+@friendly_errors
+def score(
+    hypothesis: Annotated[Path, typer.Argument(help="System output, one sentence a line.")],
+    references: Annotated[list[Path], typer.Argument(help="One or more reference files.")],
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+    min_bleu: Annotated[Optional[float], typer.Option(help="Exit 1 if BLEU is below this.")] = None,
+    min_chrf: Annotated[Optional[float], typer.Option(help="Exit 1 if chrF is below this.")] = None,
+) -> None:
+    """BLEU, chrF and TER through sacreBLEU, with signatures; a CI quality gate."""
+    from nmt_bert.metrics import check_thresholds, format_report, score_files
+
+    report = score_files(hypothesis, references)
+    typer.echo(report.to_json() if json_ else format_report(report))
+    failures = check_thresholds(report, min_bleu=min_bleu, min_chrf=min_chrf)
+    if failures:
+        for failure in failures:
+            err_console.print(f"[bold red]quality gate failed:[/] {failure}", highlight=False)
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly_errors
+def pipeline(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for data, run and outputs.")] = Path("runs/fast-cpu"),
+    recipe: RecipeOpt = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """The main job: prepare the bundled corpus, train, translate its test set, score it."""
+    from nmt_bert.pipeline import run_pipeline
+
+    run_pipeline(out, _config(recipe, set_), device=device)
+
+
+def run() -> None:  # pragma: no cover - console-script convenience
+    app(prog_name="nmt-bert")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

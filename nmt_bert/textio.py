@@ -1,0 +1,112 @@
+"""Reading user text files strictly and writing outputs atomically.
+
+Every reader error names the file and, where one applies, the 1-based line. Writers go to
+a temporary name in the same directory and are renamed into place only when complete, so an
+interrupted run never leaves a file or directory that looks finished but is not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from nmt_bert.errors import UserError
+
+BOM = "\ufeff"
+
+
+def check_readable_file(path: Path, what: str = "file") -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: {what} not found")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a {what}")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{path}: {what} is not readable")
+    return path
+
+
+def iter_lines(path: Path, what: str = "file") -> Iterator[str]:
+    """Yield the lines of a UTF-8 text file without their line endings.
+
+    Only "\\n" ends a line (with an optional "\\r" before it), so Unicode line separators
+    inside a sentence never split it. A leading BOM is dropped. Invalid UTF-8 or a NUL byte
+    raises UserError naming the file and line.
+    """
+    path = check_readable_file(path, what)
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            yield decode_line(raw, path, number)
+
+
+def read_lines(path: Path, what: str = "file") -> list[str]:
+    return list(iter_lines(path, what))
+
+
+def decode_line(raw: bytes, path: Path | str, number: int) -> str:
+    if b"\x00" in raw:
+        raise UserError(f"{path}:{number}: contains a NUL byte (binary file?)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"{path}:{number}: invalid UTF-8 ({err.reason} at byte {err.start})"
+        ) from None
+    if number == 1 and text.startswith(BOM):
+        text = text[1:]
+    if text.endswith("\n"):
+        text = text[:-1]
+    if text.endswith("\r"):
+        text = text[:-1]
+    return text
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary sibling of `path` for writing; rename it onto `path` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling directory; it replaces `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    with atomic_file(path) as handle:
+        for line in lines:
+            handle.write(line + "\n")
