@@ -1,0 +1,145 @@
+"""A pre-LayerNorm Transformer decoder with incremental decoding.
+
+Shapes: B batch, T target length, S source length, D model width, H heads, Dh = D / H.
+During search, each layer keeps its self-attention keys/values (growing by one position a
+step) and the cross-attention keys/values of the memory, computed once per sentence.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class LayerState:
+    """What one layer keeps between decoding steps."""
+
+    memory_k: Tensor  # (B, H, S, Dh)
+    memory_v: Tensor  # (B, H, S, Dh)
+    self_k: Tensor | None = None  # (B, H, t, Dh), t = positions decoded so far
+    self_v: Tensor | None = None
+
+
+@dataclass
+class DecoderState:
+    layers: list[LayerState]
+    memory_mask: Tensor  # (B, 1, 1, S) bool, True where the source token is real
+    step: int = 0  # positions already decoded
+
+    def select(self, index: Tensor) -> "DecoderState":
+        """Keep the batch rows in `index` (B',): beam reordering and dropping finished rows."""
+        layers = [
+            LayerState(
+                s.memory_k.index_select(0, index), s.memory_v.index_select(0, index),
+                None if s.self_k is None else s.self_k.index_select(0, index),
+                None if s.self_v is None else s.self_v.index_select(0, index),
+            )
+            for s in self.layers
+        ]
+        return DecoderState(layers, self.memory_mask.index_select(0, index), self.step)
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, d_model: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(d_model, d_model)
+        self.k = nn.Linear(d_model, d_model)
+        self.v = nn.Linear(d_model, d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def split(self, x: Tensor) -> Tensor:
+        b, t, d = x.shape
+        return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)  # (B, H, t, Dh)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool) -> Tensor:
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(self.split(q), k, v, attn_mask=mask,
+                                           dropout_p=p, is_causal=causal)
+        b, h, t, dh = y.shape
+        return self.out(y.transpose(1, 2).reshape(b, t, h * dh))  # (B, t, D)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, d_model: int, heads: int, ffn_dim: int, dropout: float):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d_model, heads, dropout)
+        self.cross_attn = MultiHeadAttention(d_model, heads, dropout)
+        self.ffn = nn.Sequential(
+            nn.Linear(d_model, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, d_model)
+        )
+        self.norm_self = nn.LayerNorm(d_model)
+        self.norm_cross = nn.LayerNorm(d_model)
+        self.norm_ffn = nn.LayerNorm(d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        attn = self.cross_attn
+        return attn.split(attn.k(memory)), attn.split(attn.v(memory))  # 2 x (B, H, S, Dh)
+
+    def forward(self, x: Tensor, state: LayerState, memory_mask: Tensor, incremental: bool) -> Tensor:
+        """x: (B, t, D), the whole prefix (training) or just the newest position (incremental)."""
+        h = self.norm_self(x)
+        attn = self.self_attn
+        k, v = attn.split(attn.k(h)), attn.split(attn.v(h))  # (B, H, t, Dh)
+        if incremental:
+            if state.self_k is not None:
+                k = torch.cat([state.self_k, k], dim=2)
+                v = torch.cat([state.self_v, v], dim=2)
+            state.self_k, state.self_v = k, v
+        # One new query attends to every cached key, so causality needs no mask then.
+        x = x + self.drop(attn.attend(attn.q(h), k, v, None, causal=not incremental))
+        h = self.norm_cross(x)
+        x = x + self.drop(self.cross_attn.attend(
+            self.cross_attn.q(h), state.memory_k, state.memory_v, memory_mask, causal=False))
+        return x + self.drop(self.ffn(self.norm_ffn(x)))
+
+
+class Decoder(nn.Module):
+    """Target embeddings tied with the output projection, learned positions, N layers."""
+
+    def __init__(self, vocab_size: int, d_model: int, layers: int, heads: int, ffn_dim: int,
+                 dropout: float, max_positions: int, pad_id: int = 0):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
+        self.positions = nn.Embedding(max_positions, d_model)
+        self.layers = nn.ModuleList(
+            DecoderLayer(d_model, heads, ffn_dim, dropout) for _ in range(layers)
+        )
+        self.norm = nn.LayerNorm(d_model)
+        self.drop = nn.Dropout(dropout)
+        self.scale = math.sqrt(d_model)
+        self.max_positions = max_positions
+        nn.init.normal_(self.embed.weight, std=d_model**-0.5)
+        nn.init.zeros_(self.embed.weight[pad_id])
+        nn.init.normal_(self.positions.weight, std=0.02)
+
+    def start(self, memory: Tensor, source_mask: Tensor) -> DecoderState:
+        """memory: (B, S, D); source_mask: (B, S) bool. Cross-attention K/V computed once here."""
+        states = [LayerState(*layer.memory_kv(memory)) for layer in self.layers]
+        return DecoderState(states, source_mask[:, None, None, :])
+
+    def forward(self, tokens: Tensor, state: DecoderState, incremental: bool = False) -> Tensor:
+        """tokens: (B, T) whole prefixes, or (B, 1) the newest token when incremental.
+
+        Returns logits (B, T, V). Incremental calls extend `state`'s self-attention caches.
+        """
+        t = tokens.size(1)
+        if incremental and t != 1:
+            raise ValueError("incremental decoding takes one token per step")
+        first = state.step if incremental else 0
+        if first + t > self.max_positions:
+            raise ValueError(f"target length {first + t} exceeds {self.max_positions} positions")
+        pos = torch.arange(first, first + t, device=tokens.device)
+        x = self.drop(self.embed(tokens) * self.scale + self.positions(pos))  # (B, T, D)
+        for layer, layer_state in zip(self.layers, state.layers):
+            x = layer(x, layer_state, state.memory_mask, incremental)
+        if incremental:
+            state.step += t
+        return self.norm(x) @ self.embed.weight.t()  # (B, T, V)

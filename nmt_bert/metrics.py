@@ -1,0 +1,81 @@
+"""BLEU, chrF and TER through sacreBLEU; every score carries its signature."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sacrebleu.metrics import BLEU, CHRF, TER
+
+from nmt_bert.errors import UserError
+from nmt_bert.textio import read_lines
+
+
+@dataclass
+class MetricScore:
+    name: str
+    score: float
+    signature: str
+    detail: str  # sacreBLEU's own one-line rendering (n-gram precisions, BP, ...)
+
+
+@dataclass
+class ScoreReport:
+    hypothesis: str
+    references: list[str]
+    sentences: int
+    scores: list[MetricScore]
+
+    def get(self, name: str) -> float:
+        return next(s.score for s in self.scores if s.name == name)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False)
+
+
+def score_lines(hypotheses: list[str], references: list[list[str]]) -> list[MetricScore]:
+    """Corpus BLEU, chrF and TER of `hypotheses` against one or more reference streams."""
+    results = []
+    for metric in (BLEU(), CHRF(), TER()):
+        result = metric.corpus_score(hypotheses, references)
+        results.append(MetricScore(result.name, float(result.score),
+                                   str(metric.get_signature()), str(result)))
+    return results
+
+
+def score_files(hypothesis: Path, references: list[Path]) -> ScoreReport:
+    if not references:
+        raise UserError("score needs at least one reference file")
+    hyps = read_lines(hypothesis, "hypothesis file")
+    refs = []
+    for ref in references:
+        lines = read_lines(ref, "reference file")
+        if len(lines) != len(hyps):
+            raise UserError(
+                f"{ref}: {len(lines)} lines, but {hypothesis} has {len(hyps)}; "
+                "hypothesis and references must be line-aligned"
+            )
+        refs.append(lines)
+    if not hyps:
+        raise UserError(f"{hypothesis}: empty file, nothing to score")
+    return ScoreReport(str(hypothesis), [str(r) for r in references], len(hyps),
+                       score_lines(hyps, refs))
+
+
+def format_report(report: ScoreReport) -> str:
+    lines = [f"{report.sentences} sentences, {len(report.references)} reference(s)"]
+    for s in report.scores:
+        lines.append(f"{s.name:<5} {s.score:6.2f}   {s.detail}")
+        lines.append(f"      signature: {s.signature}")
+    return "\n".join(lines)
+
+
+def check_thresholds(report: ScoreReport, min_bleu: float | None = None,
+                     min_chrf: float | None = None) -> list[str]:
+    """Messages for every threshold the report falls below (empty when all pass)."""
+    failures = []
+    for name, minimum in (("BLEU", min_bleu), ("chrF2", min_chrf)):
+        if minimum is not None and report.get(name) < minimum:
+            failures.append(f"{name} {report.get(name):.2f} < required {minimum:.2f}")
+    return failures

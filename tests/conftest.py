@@ -1,0 +1,67 @@
+"""Shared fixtures: a tiny random BERT encoder with a real WordPiece tokenizer, built on the fly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+TINY_WORDS = (
+    "the a of and to in is was he she it they we you i not that this with for on at by from "
+    "god lord king house people land day son father man water light earth heaven said came "
+    "el la de y en que los las un una no se su por con para dios señor rey casa pueblo tierra "
+    "día hijo padre hombre agua luz cielo dijo vino"
+).split()
+
+
+TINY_SPANISH = "dios señor rey casa pueblo tierra día hijo padre hombre agua luz cielo dijo vino".split()
+TINY_ENGLISH = "god lord king house people land day son father man water light heaven said came".split()
+
+
+def build_tiny_encoder(directory: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """Save a random BertModel (hidden 32, 2 layers) and a WordPiece tokenizer to `directory`."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast  # one class in transformers 5
+
+    directory.mkdir(parents=True, exist_ok=True)
+    letters = "abcdefghijklmnopqrstuvwxyzñáéíóúü"
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *".,;:!?'\"-()0123456789"]
+    vocab += list(letters) + [f"##{c}" for c in letters] + TINY_WORDS
+    vocab = list(dict.fromkeys(vocab))
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(
+        str(directory / "vocab.txt"), do_lower_case=True, strip_accents=False
+    )
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
+        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=256,
+    )
+    BertModel(config).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory) -> Path:
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture
+def tiny_parallel_lines() -> tuple[list[str], list[str]]:
+    """A small Spanish-English word-for-word corpus (sentences of 2-8 words)."""
+    import random
+
+    pairs = list(zip(TINY_SPANISH, TINY_ENGLISH))
+    rng = random.Random(0)
+    src, tgt = [], []
+    for _ in range(200):
+        chosen = [pairs[rng.randrange(len(pairs))] for _ in range(rng.randint(2, 8))]
+        src.append(" ".join(s for s, _ in chosen))
+        tgt.append(" ".join(t for _, t in chosen))
+    return src, tgt
