@@ -156,7 +156,7 @@ def translate(
     model: ModelOpt = Path("."),
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
     beam: Annotated[Optional[int], typer.Option(help="Beam size (1 = greedy); decode.beam_size.")] = None,
-    nbest: Annotated[Optional[int], typer.Option(help="Hypotheses per sentence, tab-separated with scores.")] = None,
+    nbest: Annotated[Optional[int], typer.Option(help="Hypotheses per sentence, as Moses n-best lines: i ||| text ||| score.")] = None,
     set_: SetOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:

@@ -29,6 +29,7 @@ class DataConfig:
     max_length_ratio: float = 2.5  # char-length ratio beyond which a pair is a misalignment
     dev_fraction: float = 0.015  # carved out by hashing the pair when no dev set is given
     test_fraction: float = 0.015
+    limit_train: int = 0  # keep the first N cleaned train pairs (0 = all): quick runs, scaling
     tgt_vocab_size: int = 8000  # small target vocab: cheaper softmax, enough for one language
     sp_model_type: Literal["unigram", "bpe"] = "unigram"
     sp_character_coverage: float = 1.0  # alphabetic target languages need every character
@@ -75,8 +76,7 @@ class TrainConfig:
     eval_every: int = 500  # steps between dev loss + BLEU and checkpoints
     valid_beam: int = 1  # greedy during validation keeps it cheap; final scoring uses decode
     patience: int = 0  # stop after this many evals without a better dev BLEU (0 = never)
-    average_last: int = 0  # average the last K saved checkpoints at the end (0 = off)
-    keep_last: int = 3  # checkpoints kept besides best (needed for averaging)
+    average_last: int = 0  # keep the last K eval checkpoints and average them at the end (0 = off)
     log_every: int = 50
     max_bad_steps: int = 20  # consecutive NaN/inf steps before rolling back
     threads: int = 0  # torch CPU threads (0 = torch's default)

@@ -157,18 +157,3 @@ def encoder_fingerprint(model) -> str:
         digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
-
-
-def load_tokenizer(name: str, cache_dir: Path | None = None) -> PreTrainedTokenizerBase:
-    """The encoder's tokenizer alone (no weights are loaded); errors as in `load_encoder`."""
-    from huggingface_hub.errors import HFValidationError
-    from transformers import AutoTokenizer
-
-    source = resolve_encoder(name, cache_dir)
-    try:
-        return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-    except (OSError, ValueError) as err:
-        if isinstance(source, str) and isinstance(err, (OSError, HFValidationError)):
-            raise UserError(f"could not load encoder '{name}' from the hub (offline?); {_HUB_HINT}") from None
-        lines = str(err).strip().splitlines() or [type(err).__name__]
-        raise UserError(f"could not load the tokenizer of encoder '{name}' from {source}: {lines[0]}") from None

@@ -8,9 +8,12 @@ interrupted run never leaves a file or directory that looks finished but is not.
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -18,6 +21,8 @@ from typing import IO
 from nmt_bert.errors import UserError
 
 BOM = "\ufeff"
+# What a truncated or damaged ".gz" file raises while being read.
+CORRUPT_GZIP = (gzip.BadGzipFile, EOFError, zlib.error)
 
 
 def check_readable_file(path: Path, what: str = "file") -> Path:
@@ -36,16 +41,49 @@ def iter_lines(path: Path, what: str = "file") -> Iterator[str]:
 
     Only "\\n" ends a line (with an optional "\\r" before it), so Unicode line separators
     inside a sentence never split it. A leading BOM is dropped. Invalid UTF-8 or a NUL byte
-    raises UserError naming the file and line.
+    raises UserError naming the file and line. A ".gz" file is decompressed on the fly.
     """
     path = check_readable_file(path, what)
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            yield decode_line(raw, path, number)
+    number = 0
+    try:
+        with _open_binary(path) as handle:
+            for number, raw in enumerate(handle, start=1):
+                yield decode_line(raw, path, number)
+    except CORRUPT_GZIP as err:
+        raise UserError(f"{path}:{number + 1}: corrupt gzip data ({err})") from None
 
 
 def read_lines(path: Path, what: str = "file") -> list[str]:
     return list(iter_lines(path, what))
+
+
+def count_lines(path: Path) -> int:
+    """Lines as `iter_lines` sees them (a last line without "\\n" counts), without decoding."""
+    count, last = 0, b"\n"
+    try:
+        with _open_binary(Path(path)) as handle:
+            while chunk := handle.read(1 << 20):
+                count += chunk.count(b"\n")
+                last = chunk[-1:]
+    except CORRUPT_GZIP as err:
+        raise UserError(f"{path}: corrupt gzip data ({err})") from None
+    return count + (last != b"\n")
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes; a directory (a saved dataset) hashes its files in name order."""
+    path = Path(path)
+    paths = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
 def decode_line(raw: bytes, path: Path | str, number: int) -> str:

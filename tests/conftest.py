@@ -65,3 +65,54 @@ def tiny_parallel_lines() -> tuple[list[str], list[str]]:
         src.append(" ".join(s for s, _ in chosen))
         tgt.append(" ".join(t for _, t in chosen))
     return src, tgt
+
+
+def write_tiny_corpus(directory: Path, pairs: int = 400, seed: int = 0) -> tuple[Path, Path]:
+    """Word-for-word Spanish-English sentences of 2-8 words: learnable in seconds."""
+    import random
+
+    rng = random.Random(seed)
+    vocab = list(zip(TINY_SPANISH, TINY_ENGLISH))
+    src, tgt = [], []
+    for _ in range(pairs):
+        chosen = [vocab[rng.randrange(len(vocab))] for _ in range(rng.randint(2, 8))]
+        src.append(" ".join(s for s, _ in chosen))
+        tgt.append(" ".join(t for _, t in chosen))
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "corpus.es").write_text("\n".join(src) + "\n", encoding="utf-8")
+    (directory / "corpus.en").write_text("\n".join(tgt) + "\n", encoding="utf-8")
+    return directory / "corpus.es", directory / "corpus.en"
+
+
+TINY_MODEL = [
+    "model.d_model=32", "model.heads=2", "model.ffn_dim=64", "model.decoder_layers=2",
+    "model.adapter_hidden=64", "model.dropout=0.0",
+]
+
+
+def tiny_config(encoder_dir: Path, *overrides: str):
+    """A config for the tiny encoder and a tiny decoder; `overrides` are `--set` strings."""
+    from nmt_bert.config import load_config
+
+    return load_config(None, [
+        f"model.encoder={encoder_dir}", "data.tgt_vocab_size=40", "data.dev_fraction=0.1",
+        "data.test_fraction=0.05", *TINY_MODEL, "train.batch_tokens=800", "train.warmup_steps=10",
+        "train.lr=3e-3", "train.stage2_lr=1e-3", "train.encoder_lr=1e-4", "train.log_every=1",
+        "train.stage1_steps=10", "train.stage2_steps=0", "train.eval_every=10", "decode.beam_size=2",
+        *overrides,
+    ])
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared_dir(tmp_path_factory, tiny_encoder_dir) -> Path:
+    """The tiny corpus prepared with the tiny encoder (shared, read-only for tests)."""
+    from rich.console import Console
+
+    from nmt_bert.corpora import CorpusSpec
+    from nmt_bert.prepare import prepare
+
+    root = tmp_path_factory.mktemp("tiny-data")
+    src, tgt = write_tiny_corpus(root)
+    prepare(CorpusSpec(src=src, tgt=tgt), root / "data", tiny_config(tiny_encoder_dir),
+            console=Console(file=open(os.devnull, "w")))
+    return root / "data"

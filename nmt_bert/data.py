@@ -1,0 +1,114 @@
+"""Token data for training: flat id arrays, token-budget batches, collation into a Batch.
+
+Token ids live in flat numpy arrays with offsets (read zero-copy from the prepared Arrow
+files), so a batch is a gather, not a Python loop over lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nmt_bert.model import BOS, EOS, PAD
+
+
+@dataclass
+class Batch:
+    src_ids: Tensor  # (B, S) rows of the (pruned) encoder embedding table
+    src_mask: Tensor  # (B, S) bool, True on real source tokens
+    tgt_in: Tensor  # (B, T) BOS + target ids, PAD after
+    labels: Tensor  # (B, T) target ids + EOS, PAD after
+    index: Tensor  # (B,) example indices into the split (for the encoder-state cache)
+
+    @property
+    def target_tokens(self) -> int:
+        return int((self.labels != PAD).sum())
+
+    @property
+    def tokens(self) -> int:
+        """Real source + target tokens (the throughput unit)."""
+        return int(self.src_mask.sum()) + self.target_tokens
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(*(t.to(device, non_blocking=True) for t in
+                       (self.src_ids, self.src_mask, self.tgt_in, self.labels, self.index)))
+
+
+class TokenData:
+    """One split's source and target ids as flat arrays plus offsets."""
+
+    def __init__(self, src_flat: np.ndarray, src_offsets: np.ndarray,
+                 tgt_flat: np.ndarray, tgt_offsets: np.ndarray):
+        self.src_flat, self.src_offsets = src_flat, src_offsets
+        self.tgt_flat, self.tgt_offsets = tgt_flat, tgt_offsets
+        self.src_lens = np.diff(src_offsets)
+        self.tgt_lens = np.diff(tgt_offsets) + 1  # + EOS
+
+    @classmethod
+    def from_dataset(cls, dataset, lookup: np.ndarray) -> "TokenData":
+        """Read `src_ids`/`tgt_ids` list columns; map source ids through `lookup` (pruning)."""
+        src_flat, src_off = _flat(dataset, "src_ids")
+        tgt_flat, tgt_off = _flat(dataset, "tgt_ids")
+        return cls(lookup[src_flat], src_off, tgt_flat.astype(np.int64), tgt_off)
+
+    def __len__(self) -> int:
+        return len(self.src_lens)
+
+    def collate(self, index: np.ndarray) -> Batch:
+        b = len(index)
+        s_len, t_len = int(self.src_lens[index].max()), int(self.tgt_lens[index].max())
+        src = np.zeros((b, s_len), dtype=np.int64)
+        mask = np.zeros((b, s_len), dtype=bool)
+        labels = np.full((b, t_len), PAD, dtype=np.int64)
+        for row, i in enumerate(index):
+            s0, s1 = self.src_offsets[i], self.src_offsets[i + 1]
+            src[row, : s1 - s0] = self.src_flat[s0:s1]
+            mask[row, : s1 - s0] = True
+            t0, t1 = self.tgt_offsets[i], self.tgt_offsets[i + 1]
+            labels[row, : t1 - t0] = self.tgt_flat[t0:t1]
+            labels[row, t1 - t0] = EOS
+        labels_t = torch.from_numpy(labels)
+        tgt_in = torch.cat([torch.full((b, 1), BOS), labels_t[:, :-1]], dim=1)  # (B, T)
+        tgt_in = tgt_in.masked_fill(tgt_in == EOS, PAD)
+        return Batch(torch.from_numpy(src), torch.from_numpy(mask), tgt_in, labels_t,
+                     torch.from_numpy(np.asarray(index, dtype=np.int64)))
+
+
+def token_batches(src_lens: np.ndarray, tgt_lens: np.ndarray, batch_tokens: int,
+                  seed: int, epoch: int, shuffle: bool = True) -> list[np.ndarray]:
+    """Group examples of similar length so that padded source + target tokens <= budget.
+
+    Examples are sorted by length (ties broken randomly per epoch), cut into batches, and the
+    batch order is shuffled: the same (seed, epoch) always gives the same batches, which is
+    what makes resuming mid-epoch exact.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    noise = rng.random(len(src_lens)) if shuffle else np.arange(len(src_lens))
+    order = np.lexsort((noise, tgt_lens, src_lens))
+    batches, start = [], 0
+    while start < len(order):
+        end, max_s, max_t = start, 0, 0
+        while end < len(order):
+            i = order[end]
+            s, t = max(max_s, src_lens[i]), max(max_t, tgt_lens[i])
+            if end > start and (end - start + 1) * (s + t) > batch_tokens:
+                break
+            max_s, max_t, end = s, t, end + 1
+        batches.append(order[start:end])
+        start = end
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+def _flat(dataset, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """A list column as (flat values, offsets) without materialising Python lists."""
+    if getattr(dataset, "_indices", None) is not None:  # a select()/shuffle() view
+        dataset = dataset.flatten_indices()
+    array = dataset.data.column(column).combine_chunks()
+    offsets = np.asarray(array.offsets, dtype=np.int64)
+    values = np.asarray(array.values, dtype=np.int64)
+    return values[offsets[0]: offsets[-1]], offsets - offsets[0]

@@ -1,0 +1,57 @@
+"""Choosing the device and the mixed-precision context for it."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from nmt_bert.errors import UserError
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """"auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N" -> a usable device.
+
+    Raises UserError for a malformed name or a CUDA device that this machine does not have.
+    """
+    if isinstance(name, torch.device):
+        name = str(name)
+    name = name.strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise UserError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available here (use --device cpu)")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise UserError(f"--device {name}: only {count} CUDA device(s) visible")
+    return device
+
+
+def autocast_context(device: torch.device | str,
+                     precision: str = "auto") -> contextlib.AbstractContextManager:
+    """The autocast context for `precision` ("auto", "fp32", "bf16", "fp16") on `device`.
+
+    "auto" means bf16 on a CUDA device that supports it and plain fp32 everywhere else: on
+    CPU bf16 is only used when asked for, since its speed depends on the processor.
+    """
+    device = torch.device(device)
+    if precision == "auto":
+        bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        precision = "bf16" if bf16_ok else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise UserError("fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+        return torch.autocast("cuda", dtype=torch.float16)
+    raise UserError(f"unknown precision {precision!r}: expected auto, fp32, bf16 or fp16")

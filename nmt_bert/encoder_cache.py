@@ -1,0 +1,100 @@
+"""Encoder states computed once and memory-mapped from disk while the encoder is frozen.
+
+A frozen encoder gives the same output for the same input every epoch, so stage 1 reads
+states from a flat (total source tokens, E) array instead of running 12 BERT layers per
+step. The cache directory is named by a key over the encoder's weights, its layer count,
+the source token ids and the storage dtype, so a changed encoder or corpus never reuses
+stale states.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import Progress
+from torch import Tensor
+
+from nmt_bert.data import TokenData, token_batches
+from nmt_bert.textio import atomic_dir
+
+DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+def cache_key(encoder_fingerprint: str, data: TokenData, dtype: str) -> str:
+    h = hashlib.sha256()
+    h.update(encoder_fingerprint.encode())
+    h.update(dtype.encode())
+    h.update(np.ascontiguousarray(data.src_offsets).tobytes())
+    h.update(np.ascontiguousarray(data.src_flat).tobytes())
+    return h.hexdigest()[:20]
+
+
+class EncoderCache:
+    """Read side: gathers the states of a batch's examples into a padded tensor."""
+
+    def __init__(self, directory: Path, data: TokenData):
+        meta = json.loads((directory / "meta.json").read_text())
+        self.directory = directory
+        self.meta = meta
+        self.offsets = data.src_offsets
+        self.states = np.memmap(directory / "states.bin", mode="r", dtype=DTYPES[meta["dtype"]],
+                                shape=(meta["tokens"], meta["width"]))
+
+    def gather(self, index: Tensor, length: int) -> Tensor:
+        """States for examples `index` (B,), zero-padded to (B, length, E), as float32."""
+        out = np.zeros((len(index), length, self.states.shape[1]), dtype=np.float32)
+        for row, i in enumerate(index.tolist()):
+            s0, s1 = self.offsets[i], self.offsets[i + 1]
+            out[row, : s1 - s0] = self.states[s0:s1]
+        return torch.from_numpy(out)
+
+
+def build_or_load(root: Path, model, data: TokenData, fingerprint: str, dtype: str,
+                  device: torch.device, batch_tokens: int = 8192, log=print) -> EncoderCache:
+    """Return the cache for (encoder, data, dtype) under `root`, computing it if missing."""
+    directory = Path(root) / f"encoder-{cache_key(fingerprint, data, dtype)}"
+    if (directory / "meta.json").exists():
+        log(f"encoder cache: reusing {directory}")
+        return EncoderCache(directory, data)
+    start = time.perf_counter()
+    width = model.encoder.config.hidden_size
+    total = int(data.src_offsets[-1])
+    with atomic_dir(directory) as tmp:
+        out = np.memmap(tmp / "states.bin", mode="w+", dtype=DTYPES[dtype], shape=(total, width))
+        batches = token_batches(data.src_lens, np.zeros_like(data.src_lens), batch_tokens,
+                                seed=0, epoch=0, shuffle=False)
+        with Progress(transient=True) as progress, torch.inference_mode(), _autocast(device, dtype):
+            task = progress.add_task("caching encoder states", total=total)
+            for index in batches:
+                batch = data.collate(index)
+                hidden = model.encode_states(batch.src_ids.to(device), batch.src_mask.to(device))
+                hidden = hidden.float().cpu().numpy()  # (B, S, E)
+                for row, i in enumerate(index):
+                    s0, s1 = data.src_offsets[i], data.src_offsets[i + 1]
+                    out[s0:s1] = hidden[row, : s1 - s0]
+                progress.advance(task, int(batch.src_mask.sum()))
+        out.flush()
+        del out
+        seconds = time.perf_counter() - start
+        meta = {"dtype": dtype, "tokens": total, "width": width, "sentences": len(data),
+                "seconds": round(seconds, 2), "encoder": fingerprint}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    size_mb = total * width * np.dtype(DTYPES[dtype]).itemsize / 2**20
+    log(f"encoder cache: {len(data)} sentences, {total} tokens, {size_mb:.0f} MiB "
+        f"in {seconds:.1f}s ({total / seconds:.0f} tokens/s)")
+    return EncoderCache(directory, data)
+
+
+def _autocast(device: torch.device, dtype: str):
+    """bf16 autocast for half-precision caches on hardware that runs bf16 natively."""
+    if dtype == "float32":
+        return torch.autocast(device.type, enabled=False)
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    supported = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=supported)

@@ -1,0 +1,94 @@
+"""The main job in one call: prepare the bundled corpus, train, translate the test set, score.
+
+    OUT/data/          prepared corpus (reused when its config is unchanged)
+    OUT/run/           the training run (resumed when interrupted, skipped when finished)
+    OUT/test.hyp       test-set translations;  OUT/summary.json  timings and scores
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from nmt_bert.config import Config, config_to_dict
+from nmt_bert.metrics import score_files
+from nmt_bert.textio import atomic_file, write_lines
+
+
+def _prepared_matches(data_dir: Path, config: Config) -> bool:
+    manifest = data_dir / "manifest.json"
+    if not manifest.exists():
+        return False
+    saved = json.loads(manifest.read_text()).get("config", {})
+    wanted = config_to_dict(config)
+    return saved.get("data") == wanted["data"] and \
+        saved.get("model", {}).get("encoder") == wanted["model"]["encoder"]
+
+
+def run_pipeline(out: Path, config: Config, device: str = "auto",
+                 console: Console | None = None) -> dict:
+    """Run every step not already done under `out`; returns the summary it also writes."""
+    from nmt_bert.corpora import CorpusSpec
+    from nmt_bert.prepare import prepare
+    from nmt_bert.training import train
+    from nmt_bert.translator import Translator
+
+    console = console or Console(stderr=True)
+    out = Path(out)
+    data_dir, run_dir = out / "data", out / "run"
+    timings: dict[str, float] = {}
+
+    start = time.perf_counter()
+    if _prepared_matches(data_dir, config):
+        console.print(f"[dim]prepare: reusing {data_dir}[/]")
+    else:
+        prepare(CorpusSpec(), data_dir, config)
+    timings["prepare"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    if (run_dir / "checkpoints" / "last" / "trainer_state.pt").exists() and \
+            not (run_dir / "finished.json").exists():
+        train(None, run_dir, None, device=device, resume=True)
+    elif not (run_dir / "finished.json").exists():
+        train(data_dir, run_dir, config, device=device)
+    timings["train"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    translator = Translator.from_checkpoint(run_dir, device=device)
+    sources = (data_dir / "test.src").read_text(encoding="utf-8").splitlines()
+    hyps = [t.text for t in translator.translate(sources)]
+    write_lines(out / "test.hyp", hyps)
+    timings["translate"] = time.perf_counter() - start
+
+    refs = [data_dir / "test.ref"] + ([data_dir / "test.ref2"] if (data_dir / "test.ref2").exists() else [])
+    reports = {"reference": score_files(out / "test.hyp", refs[:1])}
+    if len(refs) > 1:
+        reports["second reference"] = score_files(out / "test.hyp", refs[1:])
+        reports["both references"] = score_files(out / "test.hyp", refs)
+    summary = {
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "scores": {name: {s.name: {"score": round(s.score, 2), "signature": s.signature}
+                          for s in report.scores} for name, report in reports.items()},
+        "test_sentences": len(sources),
+        "decode": asdict(translator.config),
+    }
+    with atomic_file(out / "summary.json") as f:
+        f.write(json.dumps(summary, indent=2, ensure_ascii=False))
+    _print_summary(console, summary)
+    return summary
+
+
+def _print_summary(console: Console, summary: dict) -> None:
+    table = Table(title="test set", show_header=True)
+    for column in ("references", "BLEU", "chrF2", "TER"):
+        table.add_column(column, justify="right" if column != "references" else "left")
+    for name, scores in summary["scores"].items():
+        table.add_row(name, *(f"{scores[m]['score']:.2f}" for m in ("BLEU", "chrF2", "TER")))
+    console.print(table)
+    console.print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary["timings_s"].items()))
+    console.print(f"[dim]BLEU signature: {summary['scores']['reference']['BLEU']['signature']}[/]")

@@ -1,0 +1,328 @@
+"""`nmt-bert prepare`: a parallel corpus in, a self-describing prepared data directory out.
+
+    OUT/splits/{train,dev,test}/   Arrow (save_to_disk): src, tgt, src_ids, tgt_ids (int32)
+    OUT/{dev,test}.{src,ref}       cleaned text, line-aligned with the splits; .ref2 where the
+                                   corpus has a second reference (the bundled KJV)
+    OUT/spm.model, spm.vocab       target SentencePiece: pad 0, unk 1, bos 2, eos 3
+    OUT/encoder_tokenizer/         the source tokenizer exactly as it made src_ids
+    OUT/config.yaml                the resolved config
+    OUT/manifest.json              inputs with sha256, counts, drops per reason, coverage
+
+The directory is built beside OUT and renamed into place only when complete: a failed run
+leaves an existing OUT untouched and no half-written one behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                           TimeElapsedColumn)
+
+from nmt_bert import __version__
+from nmt_bert.cleaning import CleanedCorpus, SplitStats, clean_corpus, no_training_pairs
+from nmt_bert.config import Config, DataConfig, save_config
+from nmt_bert.corpora import CorpusSpec, Pair, open_corpus
+from nmt_bert.errors import UserError
+from nmt_bert.prepared import FORMAT, FORMAT_VERSION, summary_table
+from nmt_bert.textio import atomic_dir, write_lines
+
+BATCH = 1000  # pairs per tokenizer call: fast tokenizers batch well, memory stays flat
+# SentencePiece refuses samples of 100 sentences or fewer (0 means "all").
+SP_MIN_SAMPLE = 101
+
+
+def prepare(spec: CorpusSpec, out: Path, config: Config, console: Console | None = None) -> dict:
+    """Read, clean, split and tokenize `spec` into the directory `out`; return the manifest.
+
+    Raises UserError (one line, naming the file and line where one applies) for bad inputs.
+    """
+    import datasets
+
+    from nmt_bert.encoders import load_tokenizer
+
+    console = console or Console(stderr=True)
+    started, data, out = time.time(), config.data, Path(out)
+    tokenizer = load_tokenizer(config.model.encoder)  # fails fast, before reading the corpus
+    # What the model cannot take at all (dev/test), and the train filter within that.
+    hard = (_hard_limit(tokenizer), config.model.max_target_positions - 1)
+    limits = (min(data.max_src_tokens, hard[0] or data.max_src_tokens), data.max_tgt_tokens)
+    with atomic_dir(out) as tmp, _datasets_quiet(datasets):
+        work = tmp / "_work"
+        work.mkdir()
+        corpus = open_corpus(spec, data.src_lang, data.tgt_lang, work / "hf-cache")
+        # the corpus as errors name it: its files, or the bundled corpus's train file
+        label = ", ".join(i["path"] for i in corpus.inputs if i["role"] in ("corpus", "train"))
+        with _progress(console) as progress:
+            task = progress.add_task("reading and cleaning", total=None)
+            cleaned = clean_corpus(corpus, data, work, label, lambda n: progress.advance(task, n))
+            progress.update(task, total=progress.tasks[task].completed)
+            progress.add_task("training SentencePiece", total=None)
+            sp = train_sentencepiece(cleaned.train_path, tmp / "spm.model", data,
+                                     config.train.seed)
+            task = progress.add_task("tokenizing train", total=cleaned.stats["train"].kept)
+            rows = TrainRows(cleaned.train_path, tokenizer, sp, limits,
+                             lambda n: progress.advance(task, n))
+            splits = {"train": _train_split(datasets, rows, work, cleaned.stats["train"], label)}
+        for name in ("dev", "test"):
+            pairs = getattr(cleaned, name)
+            splits[name], kept = heldout_split(datasets, pairs, tokenizer, sp, hard,
+                                               cleaned.stats[name])
+            write_heldout_text(tmp, name, kept)
+        for name, split in splits.items():
+            split.save_to_disk(str(tmp / "splits" / name))
+        tokenizer.save_pretrained(str(tmp / "encoder_tokenizer"))
+        save_config(config, tmp / "config.yaml")
+        manifest = build_manifest(config, corpus.inputs, cleaned, sp.get_piece_size(), tokenizer,
+                                  coverage(splits, tokenizer), started, tmp)
+        del splits
+        shutil.rmtree(work)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    print_summary(console, manifest, out)
+    return manifest
+
+
+def features(datasets):
+    return datasets.Features({
+        "src": datasets.Value("string"), "tgt": datasets.Value("string"),
+        "src_ids": datasets.List(datasets.Value("int32")),
+        "tgt_ids": datasets.List(datasets.Value("int32")),
+    })
+
+
+def train_sentencepiece(train_path: Path, model_path: Path, data: DataConfig, seed: int):
+    """Train the target SentencePiece model on the train targets; return the processor.
+
+    Writes `model_path` and, for reading, the pieces and scores beside it (.vocab). A corpus
+    too small for data.tgt_vocab_size gets the largest vocabulary it supports (tiny corpora
+    must work). The model is written from memory so it embeds no temporary path: the same
+    input gives the same bytes.
+    """
+    import sentencepiece as spm
+
+    def targets() -> Iterator[str]:
+        with open(train_path, encoding="utf-8", newline="\n") as lines:
+            for line in lines:
+                yield line.rstrip("\n").split("\t", 1)[1]
+
+    sample = data.sp_max_sentences and max(data.sp_max_sentences, SP_MIN_SAMPLE)
+    options = dict(
+        vocab_size=data.tgt_vocab_size, model_type=data.sp_model_type,
+        character_coverage=data.sp_character_coverage, input_sentence_size=sample,
+        shuffle_input_sentence=True, pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+        num_threads=_cores(), minloglevel=2,
+    )
+    spm.set_random_generator_seed(seed)  # the sentence sample: same input, same model
+    for hard_limit in (True, False):
+        model = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.train(sentence_iterator=targets(), model_writer=model,
+                                           hard_vocab_limit=hard_limit, **options)
+            break
+        except RuntimeError as err:
+            if hard_limit and "Vocabulary size too high" in str(err):
+                continue  # a tiny corpus: take the largest vocabulary it supports
+            reason = str(err).strip().splitlines()[-1].split("] ")[-1]
+            raise UserError(f"SentencePiece training failed (data.tgt_vocab_size="
+                            f"{data.tgt_vocab_size}): {reason}") from None
+    model_path.write_bytes(model.getvalue())
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    write_lines(model_path.with_suffix(".vocab"),
+                [f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}" for i in range(sp.get_piece_size())])
+    return sp
+
+
+class TrainRows:
+    """Generator of tokenized train rows for `Dataset.from_generator`; counts token drops.
+
+    A pair is dropped (`too_long_tokens`) when its source has more than `limits[0]` encoder
+    tokens ([CLS] and [SEP] included: data.max_src_tokens, capped by the encoder's positions)
+    or its target more than `limits[1]` SentencePiece pieces (data.max_tgt_tokens; BOS/EOS
+    excluded, the model adds one of them).
+    """
+
+    def __init__(self, path: Path, tokenizer, sp, limits: tuple[int, int], advance=lambda n: None):
+        self.path, self.tokenizer, self.sp, self.advance = path, tokenizer, sp, advance
+        self.max_src, self.max_tgt = limits
+        self.kept = self.dropped = 0
+
+    def __call__(self) -> Iterator[dict]:
+        with open(self.path, encoding="utf-8", newline="\n") as lines:
+            for batch in _chunks((line.rstrip("\n").split("\t") for line in lines), BATCH):
+                srcs, tgts = [s for s, _ in batch], [t for _, t in batch]
+                src_ids = self.tokenizer(srcs, add_special_tokens=True)["input_ids"]
+                for s, t, si, ti in zip(srcs, tgts, src_ids, self.sp.encode(tgts)):
+                    if len(si) > self.max_src or len(ti) > self.max_tgt:
+                        self.dropped += 1
+                    else:
+                        self.kept += 1
+                        yield {"src": s, "tgt": t, "src_ids": si, "tgt_ids": ti}
+                self.advance(len(batch))
+
+
+def _train_split(datasets, rows: TrainRows, work: Path, stats: SplitStats, label: str):
+    """Stream `rows` into an Arrow file under `work`; a fresh fingerprint means no cache reuse."""
+    try:
+        split = datasets.Dataset.from_generator(
+            rows, features=features(datasets), cache_dir=str(work / "arrow"),
+            fingerprint=uuid.uuid4().hex)
+    except ValueError:
+        if rows.kept:
+            raise
+        split = None  # `datasets` cannot build an empty split from a generator
+    if rows.dropped:
+        stats.dropped["too_long_tokens"] += rows.dropped
+    if split is None:
+        raise no_training_pairs(label, stats)
+    return split
+
+
+def heldout_split(datasets, pairs: list[Pair], tokenizer, sp, hard: tuple[int | None, int],
+                  stats: SplitStats):
+    """A dev/test Dataset and the pairs it kept: only pairs the model cannot take are dropped
+    (`exceeds_model_limits`: source beyond the encoder's positions, target beyond the decoder's)."""
+    columns = {"src": [], "tgt": [], "src_ids": [], "tgt_ids": []}
+    kept = []
+    for batch in _chunks(pairs, BATCH):
+        src_ids = tokenizer([p.src for p in batch], add_special_tokens=True)["input_ids"]
+        for pair, si, ti in zip(batch, src_ids, sp.encode([p.tgt for p in batch])):
+            if (hard[0] is not None and len(si) > hard[0]) or len(ti) > hard[1]:
+                stats.dropped["exceeds_model_limits"] += 1
+                continue
+            kept.append(pair)
+            for key, value in zip(columns, (pair.src, pair.tgt, si, ti)):
+                columns[key].append(value)
+    return datasets.Dataset.from_dict(columns, features=features(datasets)), kept
+
+
+def write_heldout_text(out: Path, name: str, pairs: list[Pair]) -> None:
+    """`name`.src and `name`.ref (and .ref2 where every pair has one), line-aligned."""
+    write_lines(out / f"{name}.src", [p.src for p in pairs])
+    write_lines(out / f"{name}.ref", [p.tgt for p in pairs])
+    if pairs and all(p.ref2 is not None for p in pairs):
+        write_lines(out / f"{name}.ref2", [p.ref2 for p in pairs])
+
+
+def coverage(splits: dict, tokenizer) -> dict:
+    """How well the vocabularies fit the corpus, per split, straight from the Arrow columns.
+
+    unk_rate: source tokens that are the encoder's unknown token (specials excluded);
+    src/tgt_tokens_per_word: encoder tokens / SentencePiece pieces per whitespace word;
+    encoder_ids_used: distinct encoder ids in train+dev sources (what vocabulary pruning keeps).
+    """
+    import numpy as np
+    import pyarrow.compute as pc
+
+    # [CLS]/[SEP]-like markers are not text; the unknown token is, so it stays counted.
+    specials = np.array(sorted(set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}))
+    used = np.zeros(len(tokenizer), dtype=bool)
+    report: dict = {}
+    for name, split in splits.items():
+        counts = dict.fromkeys(("src_tokens", "unk", "src_words", "tgt_tokens", "tgt_words"), 0)
+        for column, words in (("src", "src_words"), ("tgt", "tgt_words")):
+            for chunk in split.data.column(column).chunks:  # normalised: words = spaces + 1
+                spaces = pc.sum(pc.count_substring(chunk, " ")).as_py() or 0
+                counts[words] += int(spaces) + len(chunk)
+        for chunk in split.data.column("src_ids").chunks:
+            ids = chunk.flatten().to_numpy(zero_copy_only=False)
+            counts["src_tokens"] += int((~np.isin(ids, specials)).sum())
+            counts["unk"] += int((ids == tokenizer.unk_token_id).sum())
+            if name in ("train", "dev"):
+                used[ids] = True
+        for chunk in split.data.column("tgt_ids").chunks:
+            counts["tgt_tokens"] += len(chunk.flatten())
+        report[name] = {
+            "unk_rate": round(counts["unk"] / max(counts["src_tokens"], 1), 6),
+            "src_tokens_per_word": round(counts["src_tokens"] / max(counts["src_words"], 1), 4),
+            "tgt_tokens_per_word": round(counts["tgt_tokens"] / max(counts["tgt_words"], 1), 4),
+        }
+    report["encoder_ids_used"] = int(used.sum())
+    report["encoder_vocab_size"] = len(tokenizer)
+    return report
+
+
+def build_manifest(config: Config, inputs: list[dict], cleaned: CleanedCorpus, sp_size: int,
+                   tokenizer, cover: dict, started: float, out: Path) -> dict:
+    import datasets
+    import sentencepiece
+    import transformers
+
+    files = {name: {"src": f"{name}.src", "refs": sorted(p.name for p in out.glob(f"{name}.ref*"))}
+             for name in ("dev", "test")}
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_time_s": round(time.time() - started, 2),
+        "inputs": inputs,
+        "languages": {"src": config.data.src_lang, "tgt": config.data.tgt_lang},
+        "encoder": {"name": config.model.encoder, "tokenizer_dir": "encoder_tokenizer",
+                    "tokenizer_class": type(tokenizer).__name__, "vocab_size": len(tokenizer),
+                    "unk_id": tokenizer.unk_token_id},
+        "target_vocab": {"model": "spm.model", "type": config.data.sp_model_type,
+                         "size": sp_size, "requested_size": config.data.tgt_vocab_size,
+                         "pad_id": 0, "unk_id": 1, "bos_id": 2, "eos_id": 3},
+        "splits": {name: {"read": s.read, "kept": s.kept, "carved": name in cleaned.carved,
+                          "dropped": s.drops_in_order()}
+                   for name, s in cleaned.stats.items()},
+        "files": files,
+        "coverage": cover,
+        "versions": {"nmt_bert": __version__, "datasets": datasets.__version__,
+                     "sentencepiece": sentencepiece.__version__,
+                     "transformers": transformers.__version__},
+    }
+
+
+def print_summary(console: Console, manifest: dict, out: Path) -> None:
+    console.print(summary_table(manifest, f"prepared {out}"))
+    cover, sp = manifest["coverage"], manifest["target_vocab"]
+    console.print(f"encoder ids used by train+dev: {cover['encoder_ids_used']:,} of "
+                  f"{cover['encoder_vocab_size']:,}; target SentencePiece {sp['type']}, "
+                  f"{sp['size']:,} pieces (asked for {sp['requested_size']:,}); "
+                  f"{manifest['wall_time_s']:.1f} s", highlight=False)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _hard_limit(tokenizer) -> int | None:
+    limit = tokenizer.model_max_length
+    return limit if limit and limit < 1_000_000 else None  # tokenizers without one say 1e30
+
+
+def _chunks(items, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
+
+
+@contextlib.contextmanager
+def _datasets_quiet(datasets) -> Iterator[None]:
+    """Our own progress bars replace the `datasets` ones while preparing."""
+    was_enabled = not datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()

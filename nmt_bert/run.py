@@ -1,0 +1,156 @@
+"""A training run's directory and what it is built from: model, vocabularies, data, logs.
+
+    RUN/config.yaml        resolved config (what --resume continues with)
+    RUN/run.json           data directory and encoder fingerprint (the cache key's source)
+    RUN/source_vocab.json  the pruned encoder vocabulary
+    RUN/train.log          plain log;  RUN/metrics.jsonl  one JSON object per log/eval line
+    RUN/checkpoints/       best/, last/ (resumable), step-N/ (for averaging)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from nmt_bert.checkpoint import Assets, drop_pooler, load_checkpoint
+from nmt_bert.config import Config, config_from_dict, read_yaml, save_config
+from nmt_bert.data import TokenData
+from nmt_bert.errors import UserError
+from nmt_bert.model import Seq2Seq, prune_embeddings, truncate_encoder
+from nmt_bert.prepared import load_prepared
+from nmt_bert.vocab import SourceVocab, TargetVocab
+
+
+class RunLog:
+    """Writes human lines to train.log (and the console) and records to metrics.jsonl."""
+
+    def __init__(self, run_dir: Path, console: Console | None = None, enabled: bool = True):
+        self.run_dir, self.enabled = run_dir, enabled
+        self.console = console or Console(stderr=True)
+
+    def info(self, message: str) -> None:
+        if not self.enabled:
+            return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.run_dir / "train.log", "a", encoding="utf-8") as f:
+            f.write(f"{stamp} {message}\n")
+        self.console.print(message, highlight=False)
+
+    def record(self, **fields) -> None:
+        if not self.enabled:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"time": round(time.time(), 3), **fields}) + "\n")
+
+
+@dataclass
+class RunSetup:
+    config: Config
+    model: Seq2Seq
+    tokenizer: object
+    source_vocab: SourceVocab
+    target_vocab: TargetVocab
+    train_data: TokenData
+    dev_data: TokenData
+    dev_src: list[str]
+    dev_ref: list[str]
+    assets: Assets
+    data_dir: Path
+    fingerprint: str
+
+
+def reconcile_encoder(config: Config, data_dir: Path, log: RunLog | None = None) -> Config:
+    """The encoder must be the one whose tokenizer produced the prepared source ids.
+
+    A config that leaves model.encoder at its default takes the prepared data's encoder;
+    one that names another encoder explicitly is an error.
+    """
+    from dataclasses import replace
+
+    from nmt_bert.config import ModelConfig
+
+    prepared_encoder = load_prepared(data_dir).config_dict.get("model", {}).get("encoder")
+    if prepared_encoder is None or prepared_encoder == config.model.encoder:
+        return config
+    if config.model.encoder != ModelConfig().encoder:
+        raise UserError(f"{data_dir} was tokenized for encoder '{prepared_encoder}' but "
+                        f"model.encoder is '{config.model.encoder}'; prepare the data again "
+                        "with the same model.encoder")
+    return replace(config, model=replace(config.model, encoder=prepared_encoder))
+
+
+def create_run(run_dir: Path, data_dir: Path, config: Config) -> None:
+    if (run_dir / "checkpoints").exists():
+        raise UserError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} "
+                        "or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    (run_dir / "run.json").write_text(json.dumps({"data_dir": str(Path(data_dir).resolve())}))
+
+
+def read_run(run_dir: Path) -> tuple[Config, Path, dict]:
+    if not (run_dir / "run.json").exists():
+        raise UserError(f"{run_dir}: not a run directory (no run.json); start one with --data/--out")
+    info = json.loads((run_dir / "run.json").read_text())
+    config = config_from_dict(read_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
+    return config, Path(info["data_dir"]), info
+
+
+def build(run_dir: Path, data_dir: Path, config: Config, resume_from: Path | None,
+          log: RunLog) -> RunSetup:
+    """Model, vocabularies and token data for a new run, or rebuilt from a checkpoint."""
+    from nmt_bert.encoders import encoder_fingerprint, load_encoder
+
+    prepared = load_prepared(data_dir)
+    info = json.loads((run_dir / "run.json").read_text())
+    train_split, dev_split = prepared.split("train"), prepared.split("dev")
+    target_vocab = TargetVocab(prepared.spm_path)
+    if resume_from is not None:
+        ckpt = load_checkpoint(resume_from)
+        model, tokenizer, source_vocab = ckpt.model, ckpt.tokenizer, ckpt.source_vocab
+        fingerprint = info["encoder_fingerprint"]
+    else:
+        encoder, tokenizer = load_encoder(config.model.encoder)
+        truncate_encoder(encoder, config.model.encoder_layers)
+        drop_pooler(encoder)
+        fingerprint = encoder_fingerprint(encoder)
+        original = encoder.get_input_embeddings().num_embeddings
+        specials = [i for i in tokenizer.all_special_ids if i is not None and i < original]
+        if config.model.prune_encoder_vocab:
+            ids = (row for split in (train_split, dev_split) for row in split["src_ids"])
+            source_vocab = SourceVocab.build(ids, original, tokenizer.unk_token_id, specials)
+            prune_embeddings(encoder, source_vocab.kept_tensor())
+            log.info(f"encoder vocabulary pruned: {source_vocab.size} of {original} rows kept")
+        else:
+            source_vocab = SourceVocab(original, tokenizer.unk_token_id)
+        torch.manual_seed(config.train.seed)
+        model = Seq2Seq(encoder, config.model, len(target_vocab))
+        source_vocab.save(run_dir / "source_vocab.json")
+        info["encoder_fingerprint"] = fingerprint
+        (run_dir / "run.json").write_text(json.dumps(info, indent=2))
+    lookup = source_vocab.lookup_table()
+    assets = Assets(prepared.tokenizer_dir, prepared.spm_path, source_vocab)
+    return RunSetup(config, model, tokenizer, source_vocab, target_vocab,
+                    TokenData.from_dataset(train_split, lookup),
+                    TokenData.from_dataset(dev_split, lookup),
+                    list(dev_split["src"]), list(dev_split["tgt"]), assets, Path(data_dir),
+                    fingerprint)
+
+
+def count_parameters(model: torch.nn.Module) -> dict[str, int]:
+    parts = {"encoder": model.encoder, "adapter": model.adapter, "decoder": model.decoder}
+    return {name: int(sum(p.numel() for p in m.parameters())) for name, m in parts.items()}
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -1,0 +1,278 @@
+"""The two-stage training loop.
+
+Stage 1 trains adapter and decoder with the encoder frozen (read from the encoder-state
+cache when enabled); stage 2 unfreezes the encoder with its own, smaller learning rate,
+a fresh warmup and a reset optimizer (Imamura & Sumita 2019). Every `eval_every` steps: dev
+loss and BLEU, a resumable `last` checkpoint and, when BLEU improves, `best`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from nmt_bert import distributed as dist
+from nmt_bert.checkpoint import load_trainer_state, save_checkpoint
+from nmt_bert.config import Config
+from nmt_bert.data import Batch, token_batches
+from nmt_bert.devices import autocast_context, resolve_device
+from nmt_bert.encoder_cache import EncoderCache, build_or_load
+from nmt_bert.errors import UserError
+from nmt_bert.model import label_smoothed_loss
+from nmt_bert.optim import lr_factor, make_optimizer, set_lr
+from nmt_bert.progress import TrainProgress
+from nmt_bert.run import (RunLog, RunSetup, build, count_parameters, create_run, read_run,
+                          reconcile_encoder, seed_everything)
+from nmt_bert.validation import validate
+from nmt_bert.averaging import prune_snapshots
+
+
+@dataclass
+class TrainState:
+    stage: int = 1
+    step: int = 0  # optimizer steps done in the current stage
+    global_step: int = 0
+    epoch: int = 0
+    position: int = 0  # batches of this epoch already consumed
+    best_bleu: float = -1.0
+    evals_without_gain: int = 0
+    skipped_steps: int = 0  # NaN/inf losses skipped
+
+
+class Trainer:
+    def __init__(self, setup: RunSetup, run_dir: Path, device: torch.device, log: RunLog):
+        self.s, self.run_dir, self.device, self.log = setup, run_dir, device, log
+        self.cfg = setup.config.train
+        self.model = setup.model.to(device)
+        self.state = TrainState()
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.cache: EncoderCache | None = None
+        self.batches: list = []
+        # State and RNG as they were before the step in progress: an interrupt mid-step
+        # saves these, so the resumed run replays that step exactly.
+        self.before_step: tuple[TrainState, torch.Tensor] | None = None
+
+    # --- stages -----------------------------------------------------------------------
+    def stage_steps(self, stage: int) -> int:
+        return self.cfg.stage1_steps if stage == 1 else self.cfg.stage2_steps
+
+    def enter_stage(self, stage: int) -> None:
+        self.model.freeze_encoder(stage == 1, embeddings_frozen=self.cfg.freeze_embeddings_stage2)
+        self.optimizer = make_optimizer(self.model, stage, self.cfg)
+        self.ddp_model = dist.wrap(self.model, self.device)
+        self.cache = None
+        if stage == 1 and self.cfg.cache_encoder:
+            self.cache = dist.on_rank0_first(lambda: build_or_load(
+                self.s.data_dir / "cache", self.model, self.s.train_data, self.s.fingerprint,
+                self.cfg.cache_dtype, self.device, log=self.log.info))
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        self.log.info(f"stage {stage}: {self.stage_steps(stage)} steps, encoder "
+                      f"{'frozen' if stage == 1 else 'trainable'}, {trainable:,} trainable parameters"
+                      + (", encoder states from cache" if self.cache else ""))
+
+    # --- data -------------------------------------------------------------------------
+    def next_batch(self) -> Batch:
+        data = self.s.train_data
+        while True:
+            if not self.batches:
+                self.batches = dist.shard(token_batches(
+                    data.src_lens, data.tgt_lens, self.cfg.batch_tokens, self.cfg.seed,
+                    self.state.epoch))
+            if self.state.position < len(self.batches):
+                index = self.batches[self.state.position]
+                self.state.position += 1
+                return data.collate(index)
+            self.state.epoch, self.state.position, self.batches = self.state.epoch + 1, 0, []
+
+    # --- one optimizer step -----------------------------------------------------------
+    def train_step(self) -> dict:
+        self.before_step = (replace(self.state), torch.get_rng_state())
+        out = self._train_step()
+        self.before_step = None
+        return out
+
+    def _train_step(self) -> dict:
+        self.ddp_model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = nll_sum = 0.0
+        tokens = targets = 0
+        micro = [self.next_batch() for _ in range(self.cfg.accumulate)]
+        total_targets = sum(b.target_tokens for b in micro)
+        for batch in micro:
+            batch = batch.to(self.device)
+            states = None
+            if self.cache is not None:
+                states = self.cache.gather(batch.index, batch.src_ids.size(1)).to(self.device)
+            with autocast_context(self.device, self.s.config.train.precision):
+                logits = self.ddp_model(batch.src_ids, batch.src_mask, batch.tgt_in, states)
+                loss, nll = label_smoothed_loss(logits, batch.labels, self.cfg.label_smoothing)
+            (loss / total_targets).backward()
+            loss_sum, nll_sum = loss_sum + loss.item(), nll_sum + nll.item()
+            tokens, targets = tokens + batch.tokens, targets + batch.target_tokens
+        if not math.isfinite(loss_sum):
+            self.state.skipped_steps += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            return {"skipped": True, "tokens": tokens}
+        factor = lr_factor(self.state.step + 1, self.warmup(), self.cfg.schedule,
+                           self.stage_steps(self.state.stage))
+        set_lr(self.optimizer, factor)
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_norm)
+        self.optimizer.step()
+        self.state.step += 1
+        self.state.global_step += 1
+        return {"loss": loss_sum / targets, "nll": nll_sum / targets, "tokens": tokens,
+                "grad_norm": float(grad_norm), "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def warmup(self) -> int:
+        return self.cfg.warmup_steps if self.state.stage == 1 else self.cfg.stage2_warmup_steps
+
+    # --- checkpoints ------------------------------------------------------------------
+    def trainer_state(self) -> dict:
+        state, rng = self.before_step or (self.state, torch.get_rng_state())
+        return {"state": asdict(state), "optimizer": self.optimizer.state_dict(), "rng": rng}
+
+    def save(self, name: str, meta: dict, resumable: bool) -> None:
+        if not dist.is_rank0():
+            return
+        save_checkpoint(self.run_dir / "checkpoints" / name, self.model, self.s.config,
+                        self.s.assets, {**meta, "step": self.state.global_step,
+                                        "stage": self.state.stage},
+                        self.trainer_state() if resumable else None)
+
+    def restore(self, path: Path) -> None:
+        saved = load_trainer_state(path)
+        self.state = TrainState(**saved["state"])
+        self.enter_stage(self.state.stage)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["rng"])
+        self.log.info(f"resumed at stage {self.state.stage}, step {self.state.step} "
+                      f"(epoch {self.state.epoch}, batch {self.state.position})")
+
+    def evaluate(self) -> bool:
+        """Dev loss and BLEU, checkpoints; returns True when early stopping says stop."""
+        scores = validate(self.model, self.s, self.device, self.cfg.valid_beam)
+        improved = scores["bleu"] > self.state.best_bleu
+        if improved:
+            self.state.best_bleu, self.state.evals_without_gain = scores["bleu"], 0
+        else:
+            self.state.evals_without_gain += 1
+        meta = {"dev": scores}
+        self.save("last", meta, resumable=True)
+        if improved:
+            self.save("best", meta, resumable=False)
+        if self.cfg.average_last > 0:
+            self.save(f"step-{self.state.global_step:07d}", meta, resumable=False)
+            prune_snapshots(self.run_dir / "checkpoints", self.cfg.average_last)
+        self.log.record(kind="eval", stage=self.state.stage, step=self.state.global_step, **scores)
+        self.log.info(f"eval step {self.state.global_step}: dev loss {scores['loss']:.3f} "
+                      f"BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f}"
+                      + (" (best)" if improved else ""))
+        return 0 < self.cfg.patience <= self.state.evals_without_gain
+
+    # --- the loop ---------------------------------------------------------------------
+    def run(self) -> None:
+        params = count_parameters(self.model)
+        self.log.info("parameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items()))
+        first_stage = self.state.stage
+        for stage in (1, 2):
+            if stage < first_stage or self.stage_steps(stage) == 0:
+                continue
+            if stage != first_stage or self.optimizer is None:
+                self.state.stage, self.state.step = stage, 0
+                self.enter_stage(stage)
+            if self.run_stage():
+                break
+        self.log.info(f"done: best dev BLEU {self.state.best_bleu:.2f}, "
+                      f"{self.state.skipped_steps} steps skipped for NaN/inf loss")
+
+    def run_stage(self) -> bool:
+        """Train the current stage to its end; True when early stopping ended training."""
+        total = self.stage_steps(self.state.stage)
+        with TrainProgress(self.state.stage, total, self.state.step, self.log) as progress:
+            while self.state.step < total:
+                start = time.perf_counter()
+                out = self.train_step()
+                progress.update(self.state.step, out, time.perf_counter() - start)
+                if out.get("skipped") and self.state.skipped_steps % self.cfg.max_bad_steps == 0:
+                    raise UserError(f"{self.state.skipped_steps} steps had NaN/inf loss; lower "
+                                    "train.lr / train.encoder_lr or check the data")
+                if self.state.step % self.cfg.log_every == 0 and not out.get("skipped"):
+                    self.log.record(kind="train", stage=self.state.stage,
+                                    step=self.state.global_step, **out, **progress.rates())
+                last = self.state.step == total
+                if self.state.step % self.cfg.eval_every == 0 or last:
+                    if self.evaluate():
+                        self.log.info("early stopping: no dev BLEU gain in "
+                                      f"{self.cfg.patience} evaluations")
+                        return True
+        return False
+
+
+def finish(run_dir: Path, trainer: Trainer, seconds: float) -> None:
+    """Optional checkpoint averaging, the curves PNG and the `finished.json` marker."""
+    import json
+
+    from nmt_bert.averaging import average_checkpoints
+    from nmt_bert.curves import plot_curves
+
+    k = trainer.cfg.average_last
+    if k > 0:
+        averaged = average_checkpoints(run_dir / "checkpoints", k)
+        if averaged is not None:
+            trainer.model.load_state_dict(averaged)
+            scores = validate(trainer.model, trainer.s, trainer.device, trainer.cfg.valid_beam)
+            trainer.save("averaged", {"dev": scores, "averaged_last": k}, resumable=False)
+            trainer.log.info(f"average of last {k} checkpoints: dev BLEU {scores['bleu']:.2f}")
+            if scores["bleu"] > trainer.state.best_bleu:
+                trainer.state.best_bleu = scores["bleu"]
+                trainer.save("best", {"dev": scores, "averaged_last": k}, resumable=False)
+    if plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png"):
+        trainer.log.info(f"curves: {run_dir / 'curves.png'}")
+    (run_dir / "finished.json").write_text(json.dumps({
+        "best_dev_bleu": trainer.state.best_bleu, "steps": trainer.state.global_step,
+        "skipped_steps": trainer.state.skipped_steps, "seconds_this_session": round(seconds, 1),
+    }, indent=2))
+
+
+def train(data_dir: Path | None, run_dir: Path, config: Config | None, device: str = "auto",
+          resume: bool = False) -> Path:
+    """Train a new run (data_dir + config) or resume one; returns the run directory."""
+    run_dir = Path(run_dir)
+    dist.init()
+    if resume:
+        config, data_dir, _ = read_run(run_dir)
+    else:
+        config = reconcile_encoder(config, Path(data_dir))
+        if dist.is_rank0():
+            create_run(run_dir, data_dir, config)
+    dist.barrier()
+    log = RunLog(run_dir, enabled=dist.is_rank0())
+    torch_device = dist.rank_device(resolve_device(device))
+    if config.train.threads > 0:
+        torch.set_num_threads(config.train.threads)
+    seed_everything(config.train.seed)
+    last = run_dir / "checkpoints" / "last"
+    if resume and not (last / "trainer_state.pt").exists():
+        raise UserError(f"{run_dir}: no resumable checkpoint yet (checkpoints/last missing)")
+    setup = build(run_dir, Path(data_dir), config, last if resume else None, log)
+    trainer = Trainer(setup, run_dir, torch_device, log)
+    if resume:
+        trainer.restore(last)
+    started = time.perf_counter()
+    try:
+        trainer.run()
+        if dist.is_rank0():
+            finish(run_dir, trainer, time.perf_counter() - started)
+    except KeyboardInterrupt:
+        if trainer.optimizer is not None:
+            trainer.save("last", {"interrupted": True}, resumable=True)
+            log.info(f"interrupted: checkpoint saved; continue with --resume {run_dir}")
+        raise
+    finally:
+        dist.cleanup()
+    return run_dir

@@ -1,0 +1,44 @@
+"""Dev-set validation: teacher-forced loss and sacreBLEU through the same Translator as `translate`."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from sacrebleu.metrics import BLEU, CHRF
+
+from nmt_bert.data import token_batches
+from nmt_bert.model import label_smoothed_loss
+
+
+@torch.inference_mode()
+def dev_loss(model, data, device: torch.device, batch_tokens: int) -> float:
+    """Per-token NLL of the dev set (no label smoothing, dropout off)."""
+    nll_sum, tokens = 0.0, 0
+    for index in token_batches(data.src_lens, data.tgt_lens, batch_tokens, 0, 0, shuffle=False):
+        batch = data.collate(index).to(device)
+        logits = model(batch.src_ids, batch.src_mask, batch.tgt_in)
+        _, nll = label_smoothed_loss(logits, batch.labels, 0.0)
+        nll_sum, tokens = nll_sum + nll.item(), tokens + batch.target_tokens
+    return nll_sum / max(tokens, 1)
+
+
+def validate(model, setup, device: torch.device, beam: int) -> dict:
+    """Loss, perplexity, BLEU and chrF on the dev set; leaves the model in eval mode."""
+    from dataclasses import replace
+
+    from nmt_bert.translator import Translator
+
+    model.eval()
+    loss = dev_loss(model, setup.dev_data, device, setup.config.train.batch_tokens)
+    decode = replace(setup.config.decode, beam_size=beam, nbest=1)
+    translator = Translator(model, setup.tokenizer, setup.source_vocab, setup.target_vocab,
+                            decode, device)
+    hyps = [t.text for t in translator.translate(setup.dev_src)]
+    return {
+        "loss": round(loss, 4),
+        "ppl": round(math.exp(min(loss, 50)), 2),
+        "bleu": round(BLEU().corpus_score(hyps, [setup.dev_ref]).score, 2),
+        "chrf": round(CHRF().corpus_score(hyps, [setup.dev_ref]).score, 2),
+        "sample": hyps[:1],
+    }
