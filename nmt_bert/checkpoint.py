@@ -122,6 +122,15 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> Checkpoin
                       target_vocab, meta, path)
 
 
+def find_resumable(run_dir: Path) -> Path:
+    """checkpoints/last, or the previous one if a kill landed between the two renames."""
+    checkpoints = Path(run_dir) / "checkpoints"
+    for candidate in (checkpoints / "last", checkpoints / ".last.old"):
+        if (candidate / "trainer_state.pt").exists():
+            return candidate
+    raise UserError(f"{run_dir}: no resumable checkpoint yet (checkpoints/last missing)")
+
+
 def load_trainer_state(path: Path) -> dict:
     file = Path(path) / "trainer_state.pt"
     if not file.exists():

@@ -61,6 +61,23 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return DistributedDataParallel(model, device_ids=ids)
 
 
+def check_replicas(model: torch.nn.Module) -> str | None:
+    """sha256 of this rank's weights; raises if any replica's differs (None when not DDP)."""
+    if not td.is_initialized():
+        return None
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    digests: list = [None] * world_size()
+    td.all_gather_object(digests, h.hexdigest())
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"data-parallel replicas diverged: {digests}")
+    return digests[0]
+
+
 def shard(batches: list[T]) -> list[T]:
     """Each rank takes every world_size-th batch; all ranks get the same count."""
     if not td.is_initialized():

@@ -97,9 +97,13 @@ def create_run(run_dir: Path, data_dir: Path, config: Config) -> None:
 def read_run(run_dir: Path) -> tuple[Config, Path, dict]:
     if not (run_dir / "run.json").exists():
         raise UserError(f"{run_dir}: not a run directory (no run.json); start one with --data/--out")
-    info = json.loads((run_dir / "run.json").read_text())
+    try:
+        info = json.loads((run_dir / "run.json").read_text())
+        data_dir = Path(info["data_dir"])
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{run_dir / 'run.json'}: damaged run description (no data_dir)") from None
     config = config_from_dict(read_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
-    return config, Path(info["data_dir"]), info
+    return config, data_dir, info
 
 
 def build(run_dir: Path, data_dir: Path, config: Config, resume_from: Path | None,

@@ -9,6 +9,7 @@ loss and BLEU, a resumable `last` checkpoint and, when BLEU improves, `best`.
 from __future__ import annotations
 
 import math
+import signal
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 
 from nmt_bert import distributed as dist
-from nmt_bert.checkpoint import load_trainer_state, save_checkpoint
+from nmt_bert.checkpoint import find_resumable, load_trainer_state, save_checkpoint
 from nmt_bert.config import Config
 from nmt_bert.data import Batch, token_batches
 from nmt_bert.devices import autocast_context, resolve_device
@@ -155,6 +156,9 @@ class Trainer:
 
     def evaluate(self) -> bool:
         """Dev loss and BLEU, checkpoints; returns True when early stopping says stop."""
+        digest = dist.check_replicas(self.model)
+        if digest is not None:
+            self.log.info(f"{dist.world_size()} replicas identical (weights sha256 {digest[:16]})")
         scores = validate(self.model, self.s, self.device, self.cfg.valid_beam)
         improved = scores["bleu"] > self.state.best_bleu
         if improved:
@@ -256,14 +260,13 @@ def train(data_dir: Path | None, run_dir: Path, config: Config | None, device: s
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
     seed_everything(config.train.seed)
-    last = run_dir / "checkpoints" / "last"
-    if resume and not (last / "trainer_state.pt").exists():
-        raise UserError(f"{run_dir}: no resumable checkpoint yet (checkpoints/last missing)")
-    setup = build(run_dir, Path(data_dir), config, last if resume else None, log)
+    last = find_resumable(run_dir) if resume else None
+    setup = build(run_dir, Path(data_dir), config, last, log)
     trainer = Trainer(setup, run_dir, torch_device, log)
     if resume:
         trainer.restore(last)
     started = time.perf_counter()
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) if _main_thread() else None
     try:
         trainer.run()
         if dist.is_rank0():
@@ -275,4 +278,17 @@ def train(data_dir: Path | None, run_dir: Path, config: Config | None, device: s
         raise
     finally:
         dist.cleanup()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return run_dir
+
+
+def _sigterm_as_interrupt(signum, frame) -> None:
+    """A scheduler's SIGTERM gets the same clean stop as Ctrl-C: checkpoint, then exit."""
+    raise KeyboardInterrupt
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

@@ -90,17 +90,22 @@ TINY_MODEL = [
 ]
 
 
-def tiny_config(encoder_dir: Path, *overrides: str):
-    """A config for the tiny encoder and a tiny decoder; `overrides` are `--set` strings."""
-    from nmt_bert.config import load_config
-
-    return load_config(None, [
+def tiny_sets(encoder_dir: Path, *overrides: str) -> list[str]:
+    """`--set` strings for the tiny encoder, a tiny decoder and a few quick steps."""
+    return [
         f"model.encoder={encoder_dir}", "data.tgt_vocab_size=40", "data.dev_fraction=0.1",
         "data.test_fraction=0.05", *TINY_MODEL, "train.batch_tokens=800", "train.warmup_steps=10",
         "train.lr=3e-3", "train.stage2_lr=1e-3", "train.encoder_lr=1e-4", "train.log_every=1",
         "train.stage1_steps=10", "train.stage2_steps=0", "train.eval_every=10", "decode.beam_size=2",
         *overrides,
-    ])
+    ]
+
+
+def tiny_config(encoder_dir: Path, *overrides: str):
+    """A config for the tiny encoder and a tiny decoder; `overrides` are `--set` strings."""
+    from nmt_bert.config import load_config
+
+    return load_config(None, tiny_sets(encoder_dir, *overrides))
 
 
 @pytest.fixture(scope="session")
