@@ -69,7 +69,9 @@ class TrainConfig:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.98  # the Transformer's usual value: steadier with inverse-sqrt
     seed: int = 1
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on capable GPUs
+    # auto: bf16 autocast where the hardware runs it natively (bf16 GPUs, AVX512-BF16/AMX
+    # CPUs: 1.4-1.5x faster decoder steps on 2 cores), fp32 elsewhere.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     cache_encoder: bool = True  # stage 1 reads encoder states from disk instead of recomputing
     cache_dtype: Literal["float16", "float32"] = "float16"  # halves the cache; loss moves < 1e-3
     freeze_embeddings_stage2: bool = True  # stage 2 trains the layers, not the word table

@@ -35,17 +35,26 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return device
 
 
-def autocast_context(device: torch.device | str,
-                     precision: str = "auto") -> contextlib.AbstractContextManager:
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls run natively: a bf16-capable GPU, or a CPU with AVX512-BF16/AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def autocast_context(device: torch.device | str, precision: str = "auto",
+                     cpu_bf16: bool = False) -> contextlib.AbstractContextManager:
     """The autocast context for `precision` ("auto", "fp32", "bf16", "fp16") on `device`.
 
-    "auto" means bf16 on a CUDA device that supports it and plain fp32 everywhere else: on
-    CPU bf16 is only used when asked for, since its speed depends on the processor.
+    "auto" means bf16 on a CUDA device that supports it and plain fp32 everywhere else, and
+    with `cpu_bf16` also bf16 on a CPU that runs it natively (emulated bf16 is slower than
+    fp32, and translation keeps fp32 on CPU so its output never depends on batch padding).
     """
     device = torch.device(device)
     if precision == "auto":
-        bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        precision = "bf16" if bf16_ok else "fp32"
+        wanted = device.type == "cuda" or cpu_bf16
+        precision = "bf16" if wanted and native_bf16(device) else "fp32"
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "bf16":

@@ -108,7 +108,7 @@ class Trainer:
             states = None
             if self.cache is not None:
                 states = self.cache.gather(batch.index, batch.src_ids.size(1)).to(self.device)
-            with autocast_context(self.device, self.s.config.train.precision):
+            with autocast_context(self.device, self.cfg.precision, cpu_bf16=True):
                 logits = self.ddp_model(batch.src_ids, batch.src_mask, batch.tgt_in, states)
                 loss, nll = label_smoothed_loss(logits, batch.labels, self.cfg.label_smoothing)
             (loss / total_targets).backward()
