@@ -31,17 +31,26 @@ class DecoderState:
     memory_mask: Tensor  # (B, 1, 1, S) bool, True where the source token is real
     step: int = 0  # positions already decoded
 
-    def select(self, index: Tensor) -> "DecoderState":
-        """Keep the batch rows in `index` (B',): beam reordering and dropping finished rows."""
+    def select(self, index: Tensor, memory_index: Tensor | None = None) -> "DecoderState":
+        """Keep the batch rows in `index` (B',): beam reordering and dropping finished rows.
+
+        The memory's K/V and mask take `memory_index` instead when given. Beams of one
+        sentence share their memory, so a reorder among them passes the identity and the
+        (B, H, S, Dh) tensors are not copied at all.
+        """
+        memory_index = index if memory_index is None else memory_index
+        same = memory_index.numel() == self.memory_mask.size(0) and bool(
+            (memory_index == torch.arange(memory_index.numel(), device=memory_index.device)).all())
+
+        def pick(t: Tensor | None, rows: Tensor, keep: bool = False) -> Tensor | None:
+            return t if t is None or keep else t.index_select(0, rows)
+
         layers = [
-            LayerState(
-                s.memory_k.index_select(0, index), s.memory_v.index_select(0, index),
-                None if s.self_k is None else s.self_k.index_select(0, index),
-                None if s.self_v is None else s.self_v.index_select(0, index),
-            )
+            LayerState(pick(s.memory_k, memory_index, same), pick(s.memory_v, memory_index, same),
+                       pick(s.self_k, index), pick(s.self_v, index))
             for s in self.layers
         ]
-        return DecoderState(layers, self.memory_mask.index_select(0, index), self.step)
+        return DecoderState(layers, pick(self.memory_mask, memory_index, same), self.step)
 
 
 class MultiHeadAttention(nn.Module):

@@ -129,7 +129,9 @@ def beam_search(model: Seq2Seq, states: Tensor, src_mask: Tensor, max_lens: Tens
             break
         keep = (~done).nonzero().squeeze(1)  # (A',)
         rows = (keep[:, None] * k + beams[keep]).view(-1)  # (A'*K,) rows of the old state
-        state = state.select(rows)
+        beam_ids = torch.arange(k, device=device)
+        memory_rows = (keep[:, None] * k + beam_ids).view(-1)  # same sentences, memory as is
+        state = state.select(rows, memory_rows)
         prefixes = prefixes.view(active * k, step)[rows]  # (A'*K, t)
         prefixes = torch.cat([prefixes, tokens[keep].view(-1, 1)], dim=1).view(-1, k, step + 1)
         scores, sents, last = scores[keep], sents[keep], tokens[keep].view(-1, 1)
