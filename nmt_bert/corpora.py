@@ -1,4 +1,4 @@
-"""Parallel corpus readers: aligned files, TSV, TMX, `datasets` datasets, the bundled Bible.
+"""Parallel corpus readers: aligned files, TSV, TMX, the bundled Bible (datasets: dataset_corpora).
 
 `open_corpus` checks a CorpusSpec and returns a Corpus: one re-startable stream of raw Pairs
 per split it provides (a split it lacks is carved later by hashing). Readers are generators,
@@ -21,8 +21,6 @@ from nmt_bert.textio import check_readable_file, count_lines, file_sha256, iter_
 BUNDLED_CORPUS = Path(__file__).resolve().parents[1] / "data" / "bible-es-en"
 # A second English reference shipped with the bundled corpus (King James Version).
 BUNDLED_SECOND_REFERENCE = {"en": "kjv"}
-DEV_SPLIT_NAMES = ("validation", "valid", "val", "dev", "development")
-DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 # TMX inline elements holding native markup codes (e.g. "<b>"), not text; their tails are text.
 TMX_CODE_ELEMENTS = {"bpt", "ept", "it", "ph", "ut"}
@@ -86,22 +84,24 @@ def open_corpus(spec: CorpusSpec, src_lang: str, tgt_lang: str, cache_dir: Path)
     kind = spec.kind()
     if kind == "pair":
         corpus = Corpus(_pair_stream(spec.src, spec.tgt), None, None,
-                        [_record("corpus", "text", spec.src), _record("corpus", "text", spec.tgt)])
+                        [record("corpus", "text", spec.src), record("corpus", "text", spec.tgt)])
     elif kind == "tsv":
-        corpus = Corpus(_tsv_stream(spec.tsv), None, None, [_record("corpus", "tsv", spec.tsv)])
+        corpus = Corpus(_tsv_stream(spec.tsv), None, None, [record("corpus", "tsv", spec.tsv)])
     elif kind == "tmx":
         check_readable_file(spec.tmx, "TMX file")
         corpus = Corpus(lambda: read_tmx(spec.tmx, src_lang, tgt_lang), None, None,
-                        [_record("corpus", "tmx", spec.tmx)])
+                        [record("corpus", "tmx", spec.tmx)])
     elif kind == "dataset":
-        corpus = _open_dataset(spec.dataset, spec.dataset_config, src_lang, tgt_lang, cache_dir)
+        from nmt_bert.dataset_corpora import open_dataset
+
+        corpus = open_dataset(spec.dataset, spec.dataset_config, src_lang, tgt_lang, cache_dir)
     else:
         corpus = _open_bundled(src_lang, tgt_lang)
     for role, files in (("dev", spec.dev), ("test", spec.test)):
         if files:
             setattr(corpus, role, _pair_stream(*files) if len(files) == 2 else _tsv_stream(files[0]))
             corpus.inputs = [i for i in corpus.inputs if i["role"] != role]
-            corpus.inputs += [_record(role, "text" if len(files) == 2 else "tsv", f) for f in files]
+            corpus.inputs += [record(role, "text" if len(files) == 2 else "tsv", f) for f in files]
     return corpus
 
 
@@ -166,26 +166,6 @@ def lang_matches(code: str, want: str) -> bool:
     return code == want or code.startswith(want + "-")
 
 
-def read_dataset(dataset: Any, columns: tuple[str, str, str | None], where: str) -> Iterator[Pair]:
-    """Rows of a `datasets.Dataset`, in batches straight from its memory-mapped Arrow file.
-
-    `columns` is (source, target, None) for plain columns or ("translation", src, tgt) for a
-    column of {language: text} dicts. None counts as empty text.
-    """
-    first, second, third = columns
-    for start in range(0, len(dataset), 1000):
-        batch = dataset[start:start + 1000]  # a dict of columns, read from the Arrow file
-        if third is None:
-            rows = zip(batch[first], batch[second])
-        else:
-            rows = (((d or {}).get(second), (d or {}).get(third)) for d in batch[first])
-        for offset, (s, t) in enumerate(rows):
-            if not isinstance(s, (str, type(None))) or not isinstance(t, (str, type(None))):
-                raise UserError(f"{where} row {start + offset}: expected text, got "
-                                f"{type(s).__name__} and {type(t).__name__}")
-            yield Pair(s or "", t or "")
-
-
 def _pair_stream(src: Path, tgt: Path) -> Stream:
     check_readable_file(src, "source file")
     check_readable_file(tgt, "target file")
@@ -201,7 +181,7 @@ def _tsv_stream(path: Path) -> Stream:
     return lambda: read_tsv(path)
 
 
-def _record(role: str, kind: str, path: Path | str, sha: bool = True) -> dict[str, Any]:
+def record(role: str, kind: str, path: Path | str, sha: bool = True) -> dict[str, Any]:
     record = {"role": role, "kind": kind, "path": str(path)}
     if sha:
         record["sha256"] = file_sha256(Path(path))
@@ -220,64 +200,6 @@ def _seg_text(seg: ET.Element) -> str:
 
 def _parse_reason(err: ET.ParseError) -> str:
     return str(err).split(":")[0]  # expat appends ": line L, column C", already in the prefix
-
-
-def _open_dataset(name: str, config_name: str | None, src_lang: str, tgt_lang: str,
-                  cache_dir: Path) -> Corpus:
-    """A saved dataset directory, a local json/jsonl/csv/parquet file, or a hub name."""
-    import datasets
-
-    path = Path(name)
-    record = _record("corpus", "dataset", name, sha=path.exists())
-    try:
-        if path.is_dir() and any((path / f).exists() for f in ("state.json", "dataset_dict.json")):
-            loaded = datasets.load_from_disk(str(path))
-        elif path.suffix.lower() in DATA_FILE_BUILDERS:
-            check_readable_file(path, "data file")
-            builder = DATA_FILE_BUILDERS[path.suffix.lower()]
-            loaded = datasets.load_dataset(builder, data_files=str(path), cache_dir=str(cache_dir))
-        else:
-            loaded = datasets.load_dataset(name, config_name, cache_dir=str(cache_dir))
-    except (OSError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{name}: cannot load dataset ({first_line}); offline, pass a directory "
-                        "saved with save_to_disk or a local json/jsonl/csv/parquet file") from None
-    if config_name:
-        record["config"] = config_name
-    splits = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
-    if "train" not in splits:
-        if len(splits) != 1:
-            raise UserError(f"{name}: no 'train' split (splits: {', '.join(splits)})")
-        splits = {"train": next(iter(splits.values()))}
-    dev_name = next((s for s in DEV_SPLIT_NAMES if s in splits), None)
-    streams = {}
-    for role, split in (("train", "train"), ("dev", dev_name), ("test", "test")):
-        if split in splits:
-            ds = splits[split]
-            columns = _dataset_columns(ds.features, name, src_lang, tgt_lang)
-            streams[role] = lambda ds=ds, c=columns, w=f"{name} [{split}]": read_dataset(ds, c, w)
-    return Corpus(streams["train"], streams.get("dev"), streams.get("test"), [record])
-
-
-def _dataset_columns(features: Any, where: str, src_lang: str, tgt_lang: str):
-    """(source, target, None) for plain columns, ("translation", src, tgt) for a dict column."""
-    names = list(features)
-    if "translation" in names:
-        feature = features["translation"]
-        keys = list(getattr(feature, "languages", None) or
-                    (feature if isinstance(feature, dict) else [src_lang, tgt_lang]))
-        picked = [want if want in keys else next((k for k in keys if lang_matches(k, want)), None)
-                  for want in (src_lang, tgt_lang)]
-        if None in picked:
-            want = (src_lang, tgt_lang)[picked.index(None)]
-            raise UserError(f"{where}: the translation column has no '{want}' "
-                            f"(languages: {', '.join(keys)})")
-        return ("translation", *picked)
-    for pair in ((src_lang, tgt_lang), ("src", "tgt"), ("source", "target")):
-        if all(c in names for c in pair):
-            return (*pair, None)
-    raise UserError(f"{where}: expected a 'translation' column or columns '{src_lang}' and "
-                    f"'{tgt_lang}' (or 'src' and 'tgt'); found {', '.join(names)}")
 
 
 def _open_bundled(src_lang: str, tgt_lang: str) -> Corpus:
@@ -299,7 +221,7 @@ def _open_bundled(src_lang: str, tgt_lang: str) -> Corpus:
                                      None if split == "train" else ref2)
 
     return Corpus(stream("train"), stream("dev"), stream("test"),
-                  [_record(split, "bundled", path) for split, path in files.items()])
+                  [record(split, "bundled", path) for split, path in files.items()])
 
 
 def _read_bundled(path: Path, src_lang: str, tgt_lang: str, ref2: str | None) -> Iterator[Pair]:

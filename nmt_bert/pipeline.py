@@ -17,14 +17,15 @@ from rich.table import Table
 
 from nmt_bert.config import Config, config_to_dict
 from nmt_bert.metrics import score_files
+from nmt_bert.prepared import load_prepared
 from nmt_bert.textio import atomic_file, write_lines
 
 
 def _prepared_matches(data_dir: Path, config: Config) -> bool:
-    manifest = data_dir / "manifest.json"
-    if not manifest.exists():
+    """Whether `data_dir` was prepared with the same data settings and encoder."""
+    if not (data_dir / "manifest.json").exists():
         return False
-    saved = json.loads(manifest.read_text()).get("config", {})
+    saved = load_prepared(data_dir).config_dict
     wanted = config_to_dict(config)
     return saved.get("data") == wanted["data"] and \
         saved.get("model", {}).get("encoder") == wanted["model"]["encoder"]

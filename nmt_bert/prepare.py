@@ -33,6 +33,7 @@ from nmt_bert import __version__
 from nmt_bert.cleaning import CleanedCorpus, SplitStats, clean_corpus, no_training_pairs
 from nmt_bert.config import Config, DataConfig, save_config
 from nmt_bert.corpora import CorpusSpec, Pair, open_corpus
+from nmt_bert.coverage import coverage
 from nmt_bert.errors import UserError
 from nmt_bert.prepared import FORMAT, FORMAT_VERSION, summary_table
 from nmt_bert.textio import atomic_dir, write_lines
@@ -211,44 +212,6 @@ def write_heldout_text(out: Path, name: str, pairs: list[Pair]) -> None:
     write_lines(out / f"{name}.ref", [p.tgt for p in pairs])
     if pairs and all(p.ref2 is not None for p in pairs):
         write_lines(out / f"{name}.ref2", [p.ref2 for p in pairs])
-
-
-def coverage(splits: dict, tokenizer) -> dict:
-    """How well the vocabularies fit the corpus, per split, straight from the Arrow columns.
-
-    unk_rate: source tokens that are the encoder's unknown token (specials excluded);
-    src/tgt_tokens_per_word: encoder tokens / SentencePiece pieces per whitespace word;
-    encoder_ids_used: distinct encoder ids in train+dev sources (what vocabulary pruning keeps).
-    """
-    import numpy as np
-    import pyarrow.compute as pc
-
-    # [CLS]/[SEP]-like markers are not text; the unknown token is, so it stays counted.
-    specials = np.array(sorted(set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}))
-    used = np.zeros(len(tokenizer), dtype=bool)
-    report: dict = {}
-    for name, split in splits.items():
-        counts = dict.fromkeys(("src_tokens", "unk", "src_words", "tgt_tokens", "tgt_words"), 0)
-        for column, words in (("src", "src_words"), ("tgt", "tgt_words")):
-            for chunk in split.data.column(column).chunks:  # normalised: words = spaces + 1
-                spaces = pc.sum(pc.count_substring(chunk, " ")).as_py() or 0
-                counts[words] += int(spaces) + len(chunk)
-        for chunk in split.data.column("src_ids").chunks:
-            ids = chunk.flatten().to_numpy(zero_copy_only=False)
-            counts["src_tokens"] += int((~np.isin(ids, specials)).sum())
-            counts["unk"] += int((ids == tokenizer.unk_token_id).sum())
-            if name in ("train", "dev"):
-                used[ids] = True
-        for chunk in split.data.column("tgt_ids").chunks:
-            counts["tgt_tokens"] += len(chunk.flatten())
-        report[name] = {
-            "unk_rate": round(counts["unk"] / max(counts["src_tokens"], 1), 6),
-            "src_tokens_per_word": round(counts["src_tokens"] / max(counts["src_words"], 1), 4),
-            "tgt_tokens_per_word": round(counts["tgt_tokens"] / max(counts["tgt_words"], 1), 4),
-        }
-    report["encoder_ids_used"] = int(used.sum())
-    report["encoder_vocab_size"] = len(tokenizer)
-    return report
 
 
 def build_manifest(config: Config, inputs: list[dict], cleaned: CleanedCorpus, sp_size: int,

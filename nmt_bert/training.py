@@ -23,6 +23,7 @@ from nmt_bert.data import Batch, token_batches
 from nmt_bert.devices import autocast_context, resolve_device
 from nmt_bert.encoder_cache import EncoderCache, build_or_load
 from nmt_bert.errors import UserError
+from nmt_bert.finish import finish
 from nmt_bert.model import label_smoothed_loss
 from nmt_bert.optim import lr_factor, make_optimizer, set_lr
 from nmt_bert.progress import TrainProgress
@@ -30,6 +31,10 @@ from nmt_bert.run import (RunLog, RunSetup, build, count_parameters, create_run,
                           reconcile_encoder, seed_everything)
 from nmt_bert.validation import validate
 from nmt_bert.averaging import prune_snapshots
+
+
+COLLAPSE = 0.5  # stage-2 dev BLEU below half the best so far counts as a collapse
+MAX_ROLLBACKS = 3
 
 
 @dataclass
@@ -42,6 +47,8 @@ class TrainState:
     best_bleu: float = -1.0
     evals_without_gain: int = 0
     skipped_steps: int = 0  # NaN/inf losses skipped
+    bad_in_a_row: int = 0  # consecutive skipped steps (max_bad_steps of them: roll back)
+    rollbacks: int = 0
 
 
 class Trainer:
@@ -160,6 +167,10 @@ class Trainer:
         if digest is not None:
             self.log.info(f"{dist.world_size()} replicas identical (weights sha256 {digest[:16]})")
         scores = validate(self.model, self.s, self.device, self.cfg.valid_beam)
+        if self.state.stage == 2 and self.state.best_bleu > 1 and \
+                scores["bleu"] < COLLAPSE * self.state.best_bleu:
+            self.roll_back(f"dev BLEU collapsed from {self.state.best_bleu:.2f} to {scores['bleu']:.2f}")
+            return False
         improved = scores["bleu"] > self.state.best_bleu
         if improved:
             self.state.best_bleu, self.state.evals_without_gain = scores["bleu"], 0
@@ -177,6 +188,27 @@ class Trainer:
                       f"BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f}"
                       + (" (best)" if improved else ""))
         return 0 < self.cfg.patience <= self.state.evals_without_gain
+
+    def roll_back(self, reason: str) -> None:
+        """Stage 2 faults: restore the best weights, halve the encoder rate, reset the optimizer."""
+        from safetensors.torch import load_file
+
+        from nmt_bert.config import save_config
+
+        best = self.run_dir / "checkpoints" / "best" / "model.safetensors"
+        if self.state.stage != 2 or not best.exists() or self.state.rollbacks >= MAX_ROLLBACKS:
+            raise UserError(f"{reason}; lower train.lr / train.encoder_lr or check the data")
+        self.model.load_state_dict(load_file(str(best)))
+        self.cfg.encoder_lr *= 0.5
+        save_config(self.s.config, self.run_dir / "config.yaml")  # a resumed run keeps it
+        self.state.rollbacks += 1
+        self.state.bad_in_a_row = 0
+        self.enter_stage(2)
+        self.log.record(kind="rollback", step=self.state.global_step, reason=reason,
+                        encoder_lr=self.cfg.encoder_lr)
+        self.log.info(f"{reason}: rolled back to the best checkpoint (dev BLEU "
+                      f"{self.state.best_bleu:.2f}); encoder learning rate lowered to "
+                      f"{self.cfg.encoder_lr:.2e}")
 
     # --- the loop ---------------------------------------------------------------------
     def run(self) -> None:
@@ -202,10 +234,13 @@ class Trainer:
                 start = time.perf_counter()
                 out = self.train_step()
                 progress.update(self.state.step, out, time.perf_counter() - start)
-                if out.get("skipped") and self.state.skipped_steps % self.cfg.max_bad_steps == 0:
-                    raise UserError(f"{self.state.skipped_steps} steps had NaN/inf loss; lower "
-                                    "train.lr / train.encoder_lr or check the data")
-                if self.state.step % self.cfg.log_every == 0 and not out.get("skipped"):
+                if out.get("skipped"):
+                    self.state.bad_in_a_row += 1
+                    if self.state.bad_in_a_row >= self.cfg.max_bad_steps:
+                        self.roll_back(f"{self.state.bad_in_a_row} consecutive steps had NaN/inf loss")
+                    continue
+                self.state.bad_in_a_row = 0
+                if self.state.step % self.cfg.log_every == 0:
                     self.log.record(kind="train", stage=self.state.stage,
                                     step=self.state.global_step, **out, **progress.rates())
                 last = self.state.step == total
@@ -215,32 +250,6 @@ class Trainer:
                                       f"{self.cfg.patience} evaluations")
                         return True
         return False
-
-
-def finish(run_dir: Path, trainer: Trainer, seconds: float) -> None:
-    """Optional checkpoint averaging, the curves PNG and the `finished.json` marker."""
-    import json
-
-    from nmt_bert.averaging import average_checkpoints
-    from nmt_bert.curves import plot_curves
-
-    k = trainer.cfg.average_last
-    if k > 0:
-        averaged = average_checkpoints(run_dir / "checkpoints", k)
-        if averaged is not None:
-            trainer.model.load_state_dict(averaged)
-            scores = validate(trainer.model, trainer.s, trainer.device, trainer.cfg.valid_beam)
-            trainer.save("averaged", {"dev": scores, "averaged_last": k}, resumable=False)
-            trainer.log.info(f"average of last {k} checkpoints: dev BLEU {scores['bleu']:.2f}")
-            if scores["bleu"] > trainer.state.best_bleu:
-                trainer.state.best_bleu = scores["bleu"]
-                trainer.save("best", {"dev": scores, "averaged_last": k}, resumable=False)
-    if plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png"):
-        trainer.log.info(f"curves: {run_dir / 'curves.png'}")
-    (run_dir / "finished.json").write_text(json.dumps({
-        "best_dev_bleu": trainer.state.best_bleu, "steps": trainer.state.global_step,
-        "skipped_steps": trainer.state.skipped_steps, "seconds_this_session": round(seconds, 1),
-    }, indent=2))
 
 
 def train(data_dir: Path | None, run_dir: Path, config: Config | None, device: str = "auto",

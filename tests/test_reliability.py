@@ -127,3 +127,34 @@ def test_resume_without_a_checkpoint_says_so(tmp_path):
     (tmp_path / "config.yaml").write_text("train:\n  lr: 0.001\n")
     result = CliRunner().invoke(app, ["train", "--resume", str(tmp_path)])
     assert result.exit_code == 1 and "no resumable checkpoint" in result.output
+
+
+def test_a_one_megabyte_line_is_dropped_by_prepare_and_truncated_by_translate(
+        tmp_path, straight_run, tiny_encoder_dir):
+    from conftest import write_tiny_corpus
+
+    src, tgt = write_tiny_corpus(tmp_path / "corpus", pairs=60)
+    huge = ("dios dijo luz " * 80_000).strip()  # ~1.1 MB on one line
+    with open(src, "a", encoding="utf-8") as f:
+        f.write(huge + "\n")
+    with open(tgt, "a", encoding="utf-8") as f:
+        f.write("god said light\n")
+    heldout = tmp_path / "heldout.tsv"
+    heldout.write_text("dios dijo\tgod said\nluz\tlight\n", encoding="utf-8")
+    sets = [a for s in tiny_sets(tiny_encoder_dir) for a in ("--set", s)]
+    runner = CliRunner()
+    result = runner.invoke(app, ["prepare", "--src", str(src), "--tgt", str(tgt), "--dev",
+                                 str(heldout), "--test", str(heldout),
+                                 "--out", str(tmp_path / "data"), *sets])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    dropped = {k: v for split in manifest["splits"].values() for k, v in split["dropped"].items()}
+    assert dropped.get("too_long_chars", 0) >= 1
+
+    text = tmp_path / "in.txt"
+    text.write_text(f"dios dijo\n{huge}\n\nluz\n", encoding="utf-8")
+    out = tmp_path / "out.txt"
+    result = runner.invoke(app, ["translate", str(text), "--model", str(straight_run), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = out.read_text(encoding="utf-8").split("\n")
+    assert len(lines) == 5 and lines[-1] == "" and lines[2] == ""  # 4 lines, order kept

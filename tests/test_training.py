@@ -129,3 +129,27 @@ def test_existing_run_is_not_overwritten(tmp_path, tiny_prepared_dir, tiny_encod
     train(tiny_prepared_dir, tmp_path / "run", config, device="cpu")
     with pytest.raises(UserError, match="already holds a run"):
         train(tiny_prepared_dir, tmp_path / "run", config, device="cpu")
+
+
+def test_nan_losses_in_stage2_roll_back_with_a_lower_encoder_rate(tmp_path, tiny_prepared_dir,
+                                                                 tiny_encoder_dir, monkeypatch):
+    real = training.label_smoothed_loss
+    calls = {"n": 0}
+
+    def flaky(logits, labels, smoothing):
+        calls["n"] += 1
+        loss, nll = real(logits, labels, smoothing)
+        if 7 <= calls["n"] <= 9:  # three NaN steps in a row, early in stage 2
+            return loss * float("nan"), nll
+        return loss, nll
+
+    monkeypatch.setattr(training, "label_smoothed_loss", flaky)
+    config = tiny_config(tiny_encoder_dir, "train.stage1_steps=4", "train.stage2_steps=6",
+                         "train.eval_every=4", "train.max_bad_steps=3", "train.encoder_lr=1e-4")
+    run = train(tiny_prepared_dir, tmp_path / "run", config, device="cpu")
+    log = (run / "train.log").read_text()
+    assert "3 consecutive steps had NaN/inf loss: rolled back to the best checkpoint" in log
+    assert "encoder learning rate lowered to 5.00e-05" in log
+    assert "encoder_lr: 5.0e-05" in (run / "config.yaml").read_text()
+    finished = json.loads((run / "finished.json").read_text())
+    assert finished["skipped_steps"] == 3 and finished["steps"] == 10

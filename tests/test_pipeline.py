@@ -1,0 +1,41 @@
+"""The main job (`nmt-bert pipeline`) on a stand-in for the bundled corpus."""
+
+import gzip
+import json
+
+from conftest import tiny_config, write_tiny_corpus
+from nmt_bert import corpora
+from nmt_bert.pipeline import run_pipeline
+
+
+def write_fake_bundled(directory, src_lines, tgt_lines):
+    directory.mkdir(parents=True)
+    rows = list(zip(src_lines, tgt_lines))
+    splits = {"train": rows[:-40], "dev": rows[-40:-20], "test": rows[-20:]}
+    for name, pairs in splits.items():
+        with gzip.open(directory / f"{name}.tsv.gz", "wt", encoding="utf-8") as f:
+            f.write("ref\tes\ten\tkjv\n")
+            for i, (s, t) in enumerate(pairs):
+                f.write(f"Gen.1.{i}\t{s}\t{t}\t{t.upper()}\n")
+
+
+def test_pipeline_runs_every_step_then_reuses_them(tmp_path, tiny_encoder_dir, monkeypatch):
+    src, tgt = write_tiny_corpus(tmp_path / "corpus", pairs=300)
+    bundled = tmp_path / "bundled"
+    write_fake_bundled(bundled, src.read_text().splitlines(), tgt.read_text().splitlines())
+    monkeypatch.setattr(corpora, "BUNDLED_CORPUS", bundled)
+    config = tiny_config(tiny_encoder_dir, "train.stage1_steps=30", "train.eval_every=30")
+
+    summary = run_pipeline(tmp_path / "out", config, device="cpu")
+    out = tmp_path / "out"
+    assert len((out / "test.hyp").read_text().splitlines()) == 20
+    assert set(summary["scores"]) == {"reference", "second reference", "both references"}
+    assert "nrefs:2" in summary["scores"]["both references"]["BLEU"]["signature"]
+    assert json.loads((out / "summary.json").read_text()) == summary
+
+    stamp = (out / "data" / "manifest.json").stat().st_mtime_ns
+    weights = (out / "run" / "checkpoints" / "best" / "model.safetensors").stat().st_mtime_ns
+    again = run_pipeline(out, config, device="cpu")
+    assert (out / "data" / "manifest.json").stat().st_mtime_ns == stamp  # prepare reused
+    assert (out / "run" / "checkpoints" / "best" / "model.safetensors").stat().st_mtime_ns == weights
+    assert again["scores"] == summary["scores"]
