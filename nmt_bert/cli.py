@@ -206,9 +206,5 @@ def pipeline(
     run_pipeline(out, _config(recipe, set_), device=device)
 
 
-def run() -> None:  # pragma: no cover - console-script convenience
-    app(prog_name="nmt-bert")
-
-
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -121,15 +121,15 @@ class Trainer:
             (loss / total_targets).backward()
             loss_sum, nll_sum = loss_sum + loss.item(), nll_sum + nll.item()
             tokens, targets = tokens + batch.tokens, targets + batch.target_tokens
-        if not math.isfinite(loss_sum):
-            self.state.skipped_steps += 1
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_norm)
+        if not (math.isfinite(loss_sum) and math.isfinite(float(grad_norm))):
+            self.state.skipped_steps += 1  # the update is dropped, the batch is consumed
             self.optimizer.zero_grad(set_to_none=True)
             return {"skipped": True, "tokens": tokens}
         factor = lr_factor(self.state.step + 1, self.warmup(), self.cfg.schedule,
                            self.stage_steps(self.state.stage))
         set_lr(self.optimizer, factor)
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_norm)
         self.optimizer.step()
         self.state.step += 1
         self.state.global_step += 1
