@@ -43,6 +43,12 @@ def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: flo
     raise AssertionError(f"step {step} not reached")
 
 
+def start_training(run: Path, data: Path, encoder_dir: Path) -> subprocess.Popen:
+    return subprocess.Popen(cli("train", "--data", str(data), "--out", str(run), "--device", "cpu",
+                                *sets(encoder_dir)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory, tiny_prepared_dir, tiny_encoder_dir) -> Path:
     run = tmp_path_factory.mktemp("straight") / "run"
@@ -55,9 +61,7 @@ def straight_run(tmp_path_factory, tiny_prepared_dir, tiny_encoder_dir) -> Path:
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, straight_run, tiny_prepared_dir,
                                                           tiny_encoder_dir):
     run = tmp_path / "run"
-    proc = subprocess.Popen(cli("train", "--data", str(tiny_prepared_dir), "--out", str(run),
-                                "--device", "cpu", *sets(tiny_encoder_dir)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start_training(run, tiny_prepared_dir, tiny_encoder_dir)
     wait_for_step(run, 14, proc)  # past the step-10 checkpoint, before the next
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -77,9 +81,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, straight_run
 def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path, straight_run, tiny_prepared_dir,
                                                      tiny_encoder_dir):
     run = tmp_path / "run"
-    proc = subprocess.Popen(cli("train", "--data", str(tiny_prepared_dir), "--out", str(run),
-                                "--device", "cpu", *sets(tiny_encoder_dir)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_training(run, tiny_prepared_dir, tiny_encoder_dir)
     wait_for_step(run, 23, proc)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
