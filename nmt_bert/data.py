@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nmt_bert.model import BOS, EOS, PAD
+from nmt_bert.model import EOS, PAD, shift_right
 
 
 @dataclass
@@ -71,9 +71,7 @@ class TokenData:
             labels[row, : t1 - t0] = self.tgt_flat[t0:t1]
             labels[row, t1 - t0] = EOS
         labels_t = torch.from_numpy(labels)
-        tgt_in = torch.cat([torch.full((b, 1), BOS), labels_t[:, :-1]], dim=1)  # (B, T)
-        tgt_in = tgt_in.masked_fill(tgt_in == EOS, PAD)
-        return Batch(torch.from_numpy(src), torch.from_numpy(mask), tgt_in, labels_t,
+        return Batch(torch.from_numpy(src), torch.from_numpy(mask), shift_right(labels_t), labels_t,
                      torch.from_numpy(np.asarray(index, dtype=np.int64)))
 
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from nmt_bert.config import DecodeConfig, apply_override, validate
@@ -87,10 +86,8 @@ class Translator:
         self.precision = precision
         self.stats = TranslateStats()
         self.rows = torch.from_numpy(source_vocab.lookup_table())  # encoder id -> embedding row
-        self.kept = None  # bool mask over encoder ids; None when nothing was pruned
-        if source_vocab.kept_ids is not None:
-            self.kept = np.zeros(source_vocab.original_size, dtype=bool)
-            self.kept[np.asarray(source_vocab.kept_ids)] = True
+        self.source_vocab = source_vocab
+        self.kept = source_vocab.kept_mask()  # None when nothing was pruned
         self.max_source_tokens = encoder_max_tokens(model, tokenizer)
 
     @classmethod
@@ -165,8 +162,7 @@ class Translator:
             if not text or len(ids) <= specials:
                 out.append([])
                 continue
-            if self.kept is not None:
-                self.stats.oov_pieces += int((~self.kept[np.asarray(ids)]).sum())
+            self.stats.oov_pieces += self.source_vocab.out_of_vocab(ids, self.kept)
             self.stats.source_tokens += len(ids)
             out.append(ids)
         return out

@@ -54,14 +54,22 @@ class SourceVocab:
         table[table < 0] = table[self.unk_id]
         return table
 
-    def out_of_vocab(self, ids: Iterable[int]) -> int:
-        """How many of `ids` fall outside the kept set (and become unknown)."""
+    def kept_mask(self) -> np.ndarray | None:
+        """(original_size,) bool, True for kept ids; None when nothing was pruned."""
         if self.kept_ids is None:
-            return 0
+            return None
         kept = np.zeros(self.original_size, dtype=bool)
         kept[np.asarray(self.kept_ids)] = True
+        return kept
+
+    def out_of_vocab(self, ids: Iterable[int], kept: np.ndarray | None = None) -> int:
+        """How many of `ids` fall outside the kept set (and become unknown).
+
+        `kept` is a precomputed `kept_mask()`, for callers that count many lines.
+        """
+        kept = self.kept_mask() if kept is None else kept
         arr = np.asarray(list(ids), dtype=np.int64)
-        return int((~kept[arr]).sum()) if arr.size else 0
+        return int((~kept[arr]).sum()) if kept is not None and arr.size else 0
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.__dict__), encoding="utf-8")
