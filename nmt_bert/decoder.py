@@ -1,8 +1,10 @@
 """A pre-LayerNorm Transformer decoder with incremental decoding.
 
-Shapes: B batch, T target length, S source length, D model width, H heads, Dh = D / H.
+Shapes: B batch rows, M memory rows, K rows per memory row (beams), T target length,
+S source length, D model width, H heads, Dh = D / H.
 During search, each layer keeps its self-attention keys/values (growing by one position a
-step) and the cross-attention keys/values of the memory, computed once per sentence.
+step) and the cross-attention keys/values of the memory, computed once per sentence and
+never copied per beam: the K beams of a sentence read its one memory row as K queries.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from torch import Tensor, nn
 class LayerState:
     """What one layer keeps between decoding steps."""
 
-    memory_k: Tensor  # (B, H, S, Dh)
-    memory_v: Tensor  # (B, H, S, Dh)
+    memory_k: Tensor  # (M, H, S, Dh)
+    memory_v: Tensor  # (M, H, S, Dh)
     self_k: Tensor | None = None  # (B, H, t, Dh), t = positions decoded so far
     self_v: Tensor | None = None
 
@@ -28,17 +30,20 @@ class LayerState:
 @dataclass
 class DecoderState:
     layers: list[LayerState]
-    memory_mask: Tensor  # (B, 1, 1, S) bool, True where the source token is real
+    memory_mask: Tensor  # (M, 1, 1, S) bool, True where the source token is real
+    beams: int = 1  # K: batch row r reads memory row r // K, so B = M * K
     step: int = 0  # positions already decoded
 
     def select(self, index: Tensor, memory_index: Tensor | None = None) -> "DecoderState":
         """Keep the batch rows in `index` (B',): beam reordering and dropping finished rows.
 
-        The memory's K/V and mask take `memory_index` instead when given. Beams of one
-        sentence share their memory, so a reorder among them passes the identity and the
-        (B, H, S, Dh) tensors are not copied at all.
+        `memory_index` (M',) keeps memory rows; it defaults to `index` when K is 1, and must
+        be given when K > 1, where B' = M' * K. The identity copies nothing.
         """
-        memory_index = index if memory_index is None else memory_index
+        if memory_index is None:
+            if self.beams != 1:
+                raise ValueError("select() with beams > 1 needs the memory rows to keep")
+            memory_index = index
         same = memory_index.numel() == self.memory_mask.size(0) and bool(
             (memory_index == torch.arange(memory_index.numel(), device=memory_index.device)).all())
 
@@ -50,7 +55,8 @@ class DecoderState:
                        pick(s.self_k, index), pick(s.self_v, index))
             for s in self.layers
         ]
-        return DecoderState(layers, pick(self.memory_mask, memory_index, same), self.step)
+        return DecoderState(layers, pick(self.memory_mask, memory_index, same), self.beams,
+                            self.step)
 
 
 class MultiHeadAttention(nn.Module):
@@ -67,12 +73,19 @@ class MultiHeadAttention(nn.Module):
         b, t, d = x.shape
         return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)  # (B, H, t, Dh)
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool) -> Tensor:
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool,
+               group: int = 1) -> Tensor:
+        """q: (B, t, D); k, v: (B / group, H, S, Dh) -> (B, t, D).
+
+        With group K, the K consecutive query rows of one key row attend to it together:
+        (M * K, t, D) queries become (M, H, K * t, Dh), so the keys are never repeated.
+        """
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(self.split(q), k, v, attn_mask=mask,
-                                           dropout_p=p, is_causal=causal)
-        b, h, t, dh = y.shape
-        return self.out(y.transpose(1, 2).reshape(b, t, h * dh))  # (B, t, D)
+        b, t, d = q.shape
+        q = q.reshape(b // group, group * t, self.heads, d // self.heads).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
+                                           is_causal=causal)  # (B / group, H, group * t, Dh)
+        return self.out(y.transpose(1, 2).reshape(b, t, d))  # (B, t, D)
 
 
 class DecoderLayer(nn.Module):
@@ -92,7 +105,8 @@ class DecoderLayer(nn.Module):
         attn = self.cross_attn
         return attn.split(attn.k(memory)), attn.split(attn.v(memory))  # 2 x (B, H, S, Dh)
 
-    def forward(self, x: Tensor, state: LayerState, memory_mask: Tensor, incremental: bool) -> Tensor:
+    def forward(self, x: Tensor, state: LayerState, memory_mask: Tensor, incremental: bool,
+                beams: int = 1) -> Tensor:
         """x: (B, t, D), the whole prefix (training) or just the newest position (incremental)."""
         h = self.norm_self(x)
         attn = self.self_attn
@@ -106,7 +120,8 @@ class DecoderLayer(nn.Module):
         x = x + self.drop(attn.attend(attn.q(h), k, v, None, causal=not incremental))
         h = self.norm_cross(x)
         x = x + self.drop(self.cross_attn.attend(
-            self.cross_attn.q(h), state.memory_k, state.memory_v, memory_mask, causal=False))
+            self.cross_attn.q(h), state.memory_k, state.memory_v, memory_mask, causal=False,
+            group=beams))
         return x + self.drop(self.ffn(self.norm_ffn(x)))
 
 
@@ -129,10 +144,13 @@ class Decoder(nn.Module):
         nn.init.zeros_(self.embed.weight[pad_id])
         nn.init.normal_(self.positions.weight, std=0.02)
 
-    def start(self, memory: Tensor, source_mask: Tensor) -> DecoderState:
-        """memory: (B, S, D); source_mask: (B, S) bool. Cross-attention K/V computed once here."""
+    def start(self, memory: Tensor, source_mask: Tensor, beams: int = 1) -> DecoderState:
+        """memory: (M, S, D); source_mask: (M, S) bool; `beams` decoder rows per memory row.
+
+        Cross-attention K/V are computed once here.
+        """
         states = [LayerState(*layer.memory_kv(memory)) for layer in self.layers]
-        return DecoderState(states, source_mask[:, None, None, :])
+        return DecoderState(states, source_mask[:, None, None, :], beams)
 
     def forward(self, tokens: Tensor, state: DecoderState, incremental: bool = False) -> Tensor:
         """tokens: (B, T) whole prefixes, or (B, 1) the newest token when incremental.
@@ -148,7 +166,7 @@ class Decoder(nn.Module):
         pos = torch.arange(first, first + t, device=tokens.device)
         x = self.drop(self.embed(tokens) * self.scale + self.positions(pos))  # (B, T, D)
         for layer, layer_state in zip(self.layers, state.layers):
-            x = layer(x, layer_state, state.memory_mask, incremental)
+            x = layer(x, layer_state, state.memory_mask, incremental, state.beams)
         if incremental:
             state.step += t
         return self.norm(x) @ self.embed.weight.t()  # (B, T, V)

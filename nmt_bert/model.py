@@ -78,9 +78,10 @@ class Seq2Seq(nn.Module):
             out = self.encoder(input_ids=src_ids, attention_mask=src_mask.long())
         return out.last_hidden_state
 
-    def start(self, states: Tensor, src_mask: Tensor) -> DecoderState:
-        """Encoder states (B, S, E) -> decoder state holding the memory's cross-attention K/V."""
-        return self.decoder.start(self.adapter(states), src_mask)
+    def start(self, states: Tensor, src_mask: Tensor, beams: int = 1) -> DecoderState:
+        """Encoder states (B, S, E) -> decoder state holding the memory's cross-attention K/V,
+        read by `beams` decoder rows per sentence."""
+        return self.decoder.start(self.adapter(states), src_mask, beams)
 
     def forward(self, src_ids: Tensor, src_mask: Tensor, tgt_in: Tensor,
                 states: Tensor | None = None) -> Tensor:

@@ -44,8 +44,8 @@ def normalised(logprob: float, length: int, length_penalty: float) -> float:
     return logprob / length**length_penalty
 
 
-def _start(model: Seq2Seq, states: Tensor, src_mask: Tensor) -> DecoderState:
-    return model.start(states.to(model.adapter_dtype), src_mask)
+def _start(model: Seq2Seq, states: Tensor, src_mask: Tensor, beams: int = 1) -> DecoderState:
+    return model.start(states.to(model.adapter_dtype), src_mask, beams)
 
 
 def _next_logprobs(model: Seq2Seq, last: Tensor, state: DecoderState, forced: Tensor) -> Tensor:
@@ -98,9 +98,8 @@ def beam_search(model: Seq2Seq, states: Tensor, src_mask: Tensor, max_lens: Tens
                 nbest: int = 1) -> list[list[Hypothesis]]:
     """Up to `nbest` hypotheses per sentence, best first. Arguments as in `greedy_search`."""
     batch, k, device = states.size(0), beam_size, states.device
-    # Cross-attention K/V computed once per sentence, then repeated for its K beams.
-    state = _start(model, states, src_mask).select(
-        torch.arange(batch, device=device).repeat_interleave(k))  # rows (B*K,)
+    # Cross-attention K/V computed once per sentence and shared by its K beam rows (B*K,).
+    state = _start(model, states, src_mask, beams=k)
     sents = torch.arange(batch, device=device)  # sentence of each active row (A,)
     scores = torch.zeros(batch, k, device=device)  # (A, K) log-probs of the live beams
     scores[:, 1:] = -math.inf  # all beams start equal: only beam 0 may expand at step 0
@@ -129,9 +128,7 @@ def beam_search(model: Seq2Seq, states: Tensor, src_mask: Tensor, max_lens: Tens
             break
         keep = (~done).nonzero().squeeze(1)  # (A',)
         rows = (keep[:, None] * k + beams[keep]).view(-1)  # (A'*K,) rows of the old state
-        beam_ids = torch.arange(k, device=device)
-        memory_rows = (keep[:, None] * k + beam_ids).view(-1)  # same sentences, memory as is
-        state = state.select(rows, memory_rows)
+        state = state.select(rows, memory_index=keep)  # memory rows are sentences
         prefixes = prefixes.view(active * k, step)[rows]  # (A'*K, t)
         prefixes = torch.cat([prefixes, tokens[keep].view(-1, 1)], dim=1).view(-1, k, step + 1)
         scores, sents, last = scores[keep], sents[keep], tokens[keep].view(-1, 1)

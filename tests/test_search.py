@@ -87,6 +87,34 @@ def test_incremental_steps_match_full_forward_also_after_select(model):
             torch.testing.assert_close(step, full[rows, t], atol=1e-4, rtol=1e-4)
 
 
+def test_beams_sharing_one_memory_row_match_a_repeated_memory(model):
+    """K beam rows reading one memory row give what K copies of that memory give."""
+    torch.manual_seed(1)
+    k, states, mask = 3, torch.randn(2, 6, 32), torch.ones(2, 6, dtype=torch.bool)
+    mask[1, 4:] = False
+    target = torch.randint(4, 50, (2 * k, 5))  # (M*K, T), row m*K + j is beam j of sentence m
+    target[:, 0] = BOS
+    with torch.inference_mode():
+        shared = model.start(states, mask, beams=k)
+        copied = model.start(states.repeat_interleave(k, 0), mask.repeat_interleave(k, 0))
+        rows = torch.arange(2 * k)
+        for t in range(5):
+            if t == 2:  # reorder beams within each sentence; the memory stays as it is
+                rows = torch.tensor([2, 2, 0, 4, 3, 3])
+                shared = shared.select(rows, memory_index=torch.arange(2))
+                copied = copied.select(rows)
+            if t == 4:  # sentence 0 finishes: its beams and its memory row leave
+                rows, keep = rows[k:], torch.arange(k, 2 * k)
+                shared = shared.select(keep, memory_index=torch.tensor([1]))
+                copied = copied.select(keep)
+            a = model.decoder(target[rows, t: t + 1], shared, incremental=True)
+            b = model.decoder(target[rows, t: t + 1], copied, incremental=True)
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert shared.layers[0].memory_k.size(0) == 1 and copied.layers[0].memory_k.size(0) == k
+    with pytest.raises(ValueError, match="memory rows"):
+        shared.select(torch.arange(k))
+
+
 def test_greedy_matches_a_decoder_that_recomputes_every_prefix(model, sources):
     ids, mask = sources
     states = encode(model, ids, mask)
