@@ -40,6 +40,9 @@ class DataConfig:
 class ModelConfig:
     encoder: str = "multilingual-e5-small"  # bundled offline name, local directory or hub id
     encoder_layers: int = 0  # keep only the first N encoder layers (0 = all)
+    # random: the encoder's architecture and tokenizer with fresh weights (the no-pretraining
+    # ablation); train it from the start (stage1_steps 0), a frozen random encoder reads noise
+    encoder_init: Literal["pretrained", "random"] = "pretrained"
     prune_encoder_vocab: bool = True  # keep only embedding rows the corpus uses (250k -> ~15k)
     adapter: Literal["mlp", "linear", "none"] = "mlp"  # "none" only where widths match
     adapter_hidden: int = 1024

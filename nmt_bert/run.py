@@ -121,6 +121,10 @@ def build(run_dir: Path, data_dir: Path, config: Config, resume_from: Path | Non
         fingerprint = info["encoder_fingerprint"]
     else:
         encoder, tokenizer = load_encoder(config.model.encoder)
+        if config.model.encoder_init == "random":
+            torch.manual_seed(config.train.seed)
+            encoder = type(encoder)(encoder.config).eval()  # same architecture, its own init
+            log.info("encoder weights randomly initialised (model.encoder_init=random)")
         truncate_encoder(encoder, config.model.encoder_layers)
         drop_pooler(encoder)
         fingerprint = encoder_fingerprint(encoder)

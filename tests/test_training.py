@@ -80,6 +80,26 @@ def test_embeddings_stay_frozen_in_stage2_when_asked(tmp_path, tiny_prepared_dir
     assert torch.equal(best["encoder.embeddings.word_embeddings.weight"], expected)
 
 
+def test_random_encoder_init_replaces_the_pretrained_weights(tmp_path, tiny_prepared_dir,
+                                                             tiny_encoder_dir):
+    from transformers import AutoModel
+
+    fresh = AutoModel.from_pretrained(tiny_encoder_dir).state_dict()
+    runs = []
+    for name in ("a", "b"):
+        config = tiny_config(tiny_encoder_dir, "model.encoder_init=random", "train.stage1_steps=0",
+                             "train.stage2_steps=1", "train.eval_every=100",
+                             "train.stage2_lr=0", "train.encoder_lr=0")
+        runs.append(weights(train(tiny_prepared_dir, tmp_path / name, config, device="cpu")
+                            / "checkpoints" / "last"))
+    kept = torch.tensor(json.loads((tmp_path / "a" / "source_vocab.json").read_text())["kept_ids"])
+    random_table = runs[0]["encoder.embeddings.word_embeddings.weight"]
+    assert not torch.allclose(random_table, fresh["embeddings.word_embeddings.weight"][kept])
+    layer = "encoder.encoder.layer.0.attention.self.query.weight"
+    assert not torch.allclose(runs[0][layer], fresh[layer.removeprefix("encoder.")])
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])  # seeded: reproducible
+
+
 def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path, tiny_prepared_dir,
                                                             tiny_encoder_dir, monkeypatch):
     overrides = ("train.stage1_steps=12", "train.stage2_steps=6", "train.eval_every=6",
