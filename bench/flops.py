@@ -10,17 +10,15 @@ import time
 import common
 
 
-def peak_flops(device, n: int = 2048, reps: int = 5) -> dict:
-    """Best sustained FLOP/s of an n x n matmul: the denominator of the MFU estimates.
+def peak_flops(device, n: int = 2048, reps: int = 5, dtype: str = "float32") -> dict:
+    """Best sustained FLOP/s of an n x n `dtype` matmul: the denominator of the MFU estimates.
 
-    fp32 on CPU (what training uses there: precision auto = fp32); bf16 on CUDA (what
-    precision auto picks there). Best of `reps` timed runs after two warm-up runs.
+    Best of `reps` timed runs after two warm-up runs.
     """
     import torch
 
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    a = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
+    b = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
     for _ in range(2):
         a @ b
     common.sync(device)
@@ -30,7 +28,17 @@ def peak_flops(device, n: int = 2048, reps: int = 5) -> dict:
         a @ b
         common.sync(device)
         best = min(best, time.perf_counter() - start)
-    return {"flops": 2 * n**3 / best, "matmul_n": n, "dtype": str(dtype).replace("torch.", "")}
+    return {"flops": 2 * n**3 / best, "matmul_n": n, "dtype": dtype}
+
+
+def compute_dtype(device, precision: str, cpu_bf16: bool) -> str:
+    """The matmul dtype a system trains in: nmt-bert's autocast rule (`devices.autocast_context`)."""
+    from nmt_bert.devices import native_bf16
+
+    if precision == "auto":
+        wanted = device.type == "cuda" or cpu_bf16
+        precision = "bf16" if wanted and native_bf16(device) else "fp32"
+    return {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[precision]
 
 
 def param_stats(parts: dict, lookup: dict) -> dict:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import common
 from _measure import measure
-from flops import bert_lookup, mfu, param_stats, peak_flops
+from flops import bert_lookup, compute_dtype, mfu, param_stats, peak_flops
 
 SYSTEMS = {
     "a": "nmt-bert stage 1, cached encoder states",
@@ -224,8 +224,15 @@ def main() -> None:
     from nmt_bert.config import config_to_dict
 
     config_dict = config_to_dict(config)
-    peak = peak_flops(device, args.flops_n)
-    print(f"peak {peak['dtype']} matmul: {peak['flops'] / 1e9:.1f} GFLOP/s ({args.threads or 'default'} threads)")
+    # Each system's MFU divides by the peak of the dtype its matmuls run in: nmt-bert
+    # autocasts to bf16 where the CPU runs it natively, the peer's "auto" keeps fp32 on CPU.
+    dtypes = {s: compute_dtype(device, config.train.precision if s in "abcd" else "auto",
+                               cpu_bf16=s in "abcd") for s in args.systems}
+    peaks = {}
+    for dtype in sorted(set(dtypes.values())):
+        peaks[dtype] = peak_flops(device, args.flops_n, dtype=dtype)
+        print(f"peak {dtype} matmul: {peaks[dtype]['flops'] / 1e9:.1f} GFLOP/s "
+              f"({args.threads or 'default'} threads)")
     cache_dir = args.cache_dir or Path(tempfile.mkdtemp(prefix="nmt-bert-bench-cache-"))
     results, cache = {}, None
     try:
@@ -251,7 +258,7 @@ def main() -> None:
                             {**common_kw, "encoder": args.encoder, "batch_tokens": t.batch_tokens,
                              "seed": t.seed, "accumulate": t.accumulate,
                              "layers": args.peer_layers, "lr": args.peer_lr}, args.threads)
-            r.update(mfu(r, peak["flops"]))
+            r.update(mfu(r, peaks[dtypes[system]]["flops"]), mfu_dtype=dtypes[system])
             results[system] = {"description": SYSTEMS[system], **r}
     finally:
         if args.cache_dir is None:
@@ -259,7 +266,7 @@ def main() -> None:
     report(results, cache)
     common.write_json(args.out, {
         "benchmark": "train_throughput", "machine": common.machine_info(device),
-        "threads": args.threads, "peak": peak, "steps": args.steps, "warmup": args.warmup,
+        "threads": args.threads, "peaks": peaks, "steps": args.steps, "warmup": args.warmup,
         "data": str(args.data), "encoder": args.encoder, "config": config_dict,
         "cache": cache, "systems": results})
 
@@ -271,12 +278,13 @@ def report(results: dict, cache: dict | None) -> None:
         rows.append({"system": f"{system}  {r['description']}", "tok_s": r["tokens_per_s"],
                      "s_step": r["s_per_step"], "rss": r["peak_rss_mb"], "train": trainable / 1e6,
                      "mfu_s": 100 * r["mfu_simple"], "mfu_x": 100 * r["mfu_split"],
-                     "bad": r.get("batch_mismatches")})
+                     "dtype": r["mfu_dtype"], "bad": r.get("batch_mismatches")})
     print()
     common.print_table(rows, [("system", "system", ""), ("tok_s", "src+tgt tok/s", ".0f"),
                               ("s_step", "s/step", ".3f"), ("rss", "peak RSS MB", ".0f"),
                               ("train", "trainable M", ".1f"), ("mfu_s", "MFU simple %", ".2f"),
-                              ("mfu_x", "MFU split %", ".2f"), ("bad", "batch mismatches", "d")])
+                              ("mfu_x", "MFU split %", ".2f"), ("dtype", "vs peak of", ""),
+                              ("bad", "batch mismatches", "d")])
     tokens = {(r["src_tokens"], r["tgt_tokens"]) for r in results.values()}
     print(f"\nsame batches: {'yes' if len(tokens) == 1 else 'NO'} "
           f"(src, tgt tokens timed per system: {sorted(tokens)})")
