@@ -43,9 +43,26 @@ def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: flo
     raise AssertionError(f"step {step} not reached")
 
 
-def start_training(run: Path, data: Path, encoder_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen(cli("train", "--data", str(data), "--out", str(run), "--device", "cpu",
-                                *sets(encoder_dir)),
+# `nmt-bert` with a pause before every optimizer step: a tiny run would otherwise finish
+# between two polls of metrics.jsonl, and the signal would land after the end of training.
+PACED_CLI = """
+import sys, time
+from nmt_bert import training
+step = training.Trainer.train_step
+def paced(self):
+    time.sleep(%s)  # before the step: a signal here finds the last step logged
+    return step(self)
+training.Trainer.train_step = paced
+from nmt_bert.cli import app
+sys.argv[0] = "nmt-bert"
+app()
+"""
+
+
+def start_training(run: Path, data: Path, encoder_dir: Path, pause: float = 0.15) -> subprocess.Popen:
+    """A training process that takes at least `pause` seconds a step."""
+    return subprocess.Popen([sys.executable, "-c", PACED_CLI % pause, "train", "--data", str(data),
+                             "--out", str(run), "--device", "cpu", *sets(encoder_dir)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
