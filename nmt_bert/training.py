@@ -9,9 +9,8 @@ loss and BLEU, a resumable `last` checkpoint and, when BLEU improves, `best`.
 from __future__ import annotations
 
 import math
-import signal
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from nmt_bert.devices import autocast_context, resolve_device
 from nmt_bert.encoder_cache import EncoderCache, build_or_load
 from nmt_bert.errors import UserError
 from nmt_bert.finish import finish
+from nmt_bert.interrupts import Interrupts
 from nmt_bert.model import label_smoothed_loss
 from nmt_bert.optim import lr_factor, make_optimizer, set_lr
 from nmt_bert.progress import TrainProgress
@@ -60,9 +60,7 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.cache: EncoderCache | None = None
         self.batches: list = []
-        # State and RNG as they were before the step in progress: an interrupt mid-step
-        # saves these, so the resumed run replays that step exactly.
-        self.before_step: tuple[TrainState, torch.Tensor] | None = None
+        self.interrupts = Interrupts()  # signals wait for the step in progress to complete
 
     # --- stages -----------------------------------------------------------------------
     def stage_steps(self, stage: int) -> int:
@@ -98,12 +96,6 @@ class Trainer:
 
     # --- one optimizer step -----------------------------------------------------------
     def train_step(self) -> dict:
-        self.before_step = (replace(self.state), torch.get_rng_state())
-        out = self._train_step()
-        self.before_step = None
-        return out
-
-    def _train_step(self) -> dict:
         self.ddp_model.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = nll_sum = 0.0
@@ -141,8 +133,8 @@ class Trainer:
 
     # --- checkpoints ------------------------------------------------------------------
     def trainer_state(self) -> dict:
-        state, rng = self.before_step or (self.state, torch.get_rng_state())
-        return {"state": asdict(state), "optimizer": self.optimizer.state_dict(), "rng": rng}
+        return {"state": asdict(self.state), "optimizer": self.optimizer.state_dict(),
+                "rng": torch.get_rng_state()}
 
     def save(self, name: str, meta: dict, resumable: bool) -> None:
         if not dist.is_rank0():
@@ -232,17 +224,18 @@ class Trainer:
         with TrainProgress(self.state.stage, total, self.state.step, self.log) as progress:
             while self.state.step < total:
                 start = time.perf_counter()
-                out = self.train_step()
-                progress.update(self.state.step, out, time.perf_counter() - start)
+                with self.interrupts.hold():  # an update and its log line land together
+                    out = self.train_step()
+                    progress.update(self.state.step, out, time.perf_counter() - start)
+                    if not out.get("skipped") and self.state.step % self.cfg.log_every == 0:
+                        self.log.record(kind="train", stage=self.state.stage,
+                                        step=self.state.global_step, **out, **progress.rates())
                 if out.get("skipped"):
                     self.state.bad_in_a_row += 1
                     if self.state.bad_in_a_row >= self.cfg.max_bad_steps:
                         self.roll_back(f"{self.state.bad_in_a_row} consecutive steps had NaN/inf loss")
                     continue
                 self.state.bad_in_a_row = 0
-                if self.state.step % self.cfg.log_every == 0:
-                    self.log.record(kind="train", stage=self.state.stage,
-                                    step=self.state.global_step, **out, **progress.rates())
                 last = self.state.step == total
                 if self.state.step % self.cfg.eval_every == 0 or last:
                     if self.evaluate():
@@ -275,11 +268,12 @@ def train(data_dir: Path | None, run_dir: Path, config: Config | None, device: s
     if resume:
         trainer.restore(last)
     started = time.perf_counter()
-    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) if _main_thread() else None
     try:
-        trainer.run()
-        if dist.is_rank0():
-            finish(run_dir, trainer, time.perf_counter() - started)
+        # A scheduler's SIGTERM gets the same clean stop as Ctrl-C: checkpoint, then exit.
+        with trainer.interrupts.installed():
+            trainer.run()
+            if dist.is_rank0():
+                finish(run_dir, trainer, time.perf_counter() - started)
     except KeyboardInterrupt:
         if trainer.optimizer is not None:
             trainer.save("last", {"interrupted": True}, resumable=True)
@@ -287,17 +281,4 @@ def train(data_dir: Path | None, run_dir: Path, config: Config | None, device: s
         raise
     finally:
         dist.cleanup()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     return run_dir
-
-
-def _sigterm_as_interrupt(signum, frame) -> None:
-    """A scheduler's SIGTERM gets the same clean stop as Ctrl-C: checkpoint, then exit."""
-    raise KeyboardInterrupt
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

@@ -177,3 +177,22 @@ def test_a_one_megabyte_line_is_dropped_by_prepare_and_truncated_by_translate(
     assert result.exit_code == 0, result.output
     lines = out.read_text(encoding="utf-8").split("\n")
     assert len(lines) == 5 and lines[-1] == "" and lines[2] == ""  # 4 lines, order kept
+
+
+def test_a_signal_during_a_held_step_waits_for_the_step_to_complete():
+    from nmt_bert.interrupts import Interrupts
+
+    interrupts, done = Interrupts(), []
+    with interrupts.installed():
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.hold():
+                os.kill(os.getpid(), signal.SIGTERM)
+                done.append("update")  # still runs: the interrupt is held
+                done.append("log line")
+        assert done == ["update", "log line"]
+        with pytest.raises(KeyboardInterrupt):  # outside a step: at once
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+            done.append("never")
+    assert "never" not in done
+    assert signal.getsignal(signal.SIGTERM) != interrupts.handle  # handlers restored

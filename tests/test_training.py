@@ -50,7 +50,7 @@ def test_stage1_freezes_encoder_and_stage2_trains_it(tmp_path, tiny_prepared_dir
 
 def test_learning_rates_follow_the_config(tmp_path, tiny_prepared_dir, tiny_encoder_dir, monkeypatch):
     seen = {}
-    original = Trainer._train_step
+    original = Trainer.train_step
 
     def spy(self):
         out = original(self)
@@ -58,7 +58,7 @@ def test_learning_rates_follow_the_config(tmp_path, tiny_prepared_dir, tiny_enco
         seen.setdefault(self.state.stage, groups)
         return out
 
-    monkeypatch.setattr(Trainer, "_train_step", spy)
+    monkeypatch.setattr(Trainer, "train_step", spy)
     config = tiny_config(tiny_encoder_dir, "train.stage1_steps=2", "train.stage2_steps=2",
                          "train.lr=5e-3", "train.stage2_lr=2e-3", "train.encoder_lr=1e-4",
                          "train.eval_every=100")
