@@ -32,12 +32,10 @@ def peak_flops(device, n: int = 2048, reps: int = 5, dtype: str = "float32") -> 
 
 
 def compute_dtype(device, precision: str, cpu_bf16: bool) -> str:
-    """The matmul dtype a system trains in: nmt-bert's autocast rule (`devices.autocast_context`)."""
-    from nmt_bert.devices import native_bf16
+    """The matmul dtype a system trains in, by nmt-bert's own autocast rule."""
+    from nmt_bert.devices import resolve_precision
 
-    if precision == "auto":
-        wanted = device.type == "cuda" or cpu_bf16
-        precision = "bf16" if wanted and native_bf16(device) else "fp32"
+    precision = resolve_precision(device, precision, cpu_bf16)
     return {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[precision]
 
 

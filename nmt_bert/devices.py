@@ -43,18 +43,25 @@ def native_bf16(device: torch.device) -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
-def autocast_context(device: torch.device | str, precision: str = "auto",
-                     cpu_bf16: bool = False) -> contextlib.AbstractContextManager:
-    """The autocast context for `precision` ("auto", "fp32", "bf16", "fp16") on `device`.
+def resolve_precision(device: torch.device, precision: str = "auto", cpu_bf16: bool = False) -> str:
+    """`precision` with "auto" resolved to "bf16" or "fp32" for `device`.
 
     "auto" means bf16 on a CUDA device that supports it and plain fp32 everywhere else, and
     with `cpu_bf16` also bf16 on a CPU that runs it natively (emulated bf16 is slower than
     fp32, and translation keeps fp32 on CPU so its output never depends on batch padding).
     """
+    if precision != "auto":
+        return precision
+    wanted = device.type == "cuda" or cpu_bf16
+    return "bf16" if wanted and native_bf16(device) else "fp32"
+
+
+def autocast_context(device: torch.device | str, precision: str = "auto",
+                     cpu_bf16: bool = False) -> contextlib.AbstractContextManager:
+    """The autocast context for `precision` ("auto", "fp32", "bf16", "fp16") on `device`;
+    "auto" as in `resolve_precision`."""
     device = torch.device(device)
-    if precision == "auto":
-        wanted = device.type == "cuda" or cpu_bf16
-        precision = "bf16" if wanted and native_bf16(device) else "fp32"
+    precision = resolve_precision(device, precision, cpu_bf16)
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "bf16":
