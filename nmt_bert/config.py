@@ -1,14 +1,17 @@
 """Typed configuration: the one home of every default.
 
 Recipes (YAML) and `--set section.key=value` overrides only change fields declared here;
-an unknown key or a value of the wrong type is rejected with a message naming the key.
+an unknown key, a value of the wrong type or one outside its range (FIELD_RANGES) is
+rejected with a one-line message naming the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -61,13 +64,14 @@ class TrainConfig:
     lr: float = 7e-4  # peak rate for decoder and adapter in stage 1
     stage2_lr: float = 2e-4  # peak rate for decoder and adapter in stage 2
     encoder_lr: float = 3e-5  # peak rate for the encoder in stage 2 (Imamura & Sumita 2019)
+    # stage2_lr and encoder_lr may be 0: that group then keeps its weights through stage 2
     warmup_steps: int = 500  # linear warmup at the start of each stage
     stage2_warmup_steps: int = 200
     schedule: Literal["inverse_sqrt", "linear", "constant"] = "inverse_sqrt"
     batch_tokens: int = 6000  # padded source + target tokens per batch
     accumulate: int = 1  # gradient accumulation: effective batch = accumulate x batch_tokens
     label_smoothing: float = 0.1
-    clip_norm: float = 1.0
+    clip_norm: float = 1.0  # global gradient-norm ceiling; > 0, clipping is always on
     weight_decay: float = 0.01
     adam_beta1: float = 0.9
     adam_beta2: float = 0.98  # the Transformer's usual value: steadier with inverse-sqrt
@@ -176,29 +180,74 @@ def save_config(config: Config, path: Path) -> None:
     Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
 
 
+# What each allowed range in FIELD_RANGES means.
+RANGE_TESTS: dict[str, Callable[[float], bool]] = {
+    "positive": lambda v: v > 0,
+    ">= 0": lambda v: v >= 0,
+    ">= 1": lambda v: v >= 1,
+    "in [0, 1)": lambda v: 0 <= v < 1,
+    "in (0, 1]": lambda v: 0 < v <= 1,
+    "in [0, 2**32)": lambda v: 0 <= v < 2**32,  # what numpy accepts as a seed
+}
+
+# The allowed range of every numeric key (`validate` also requires every float to be finite).
+FIELD_RANGES: dict[str, str] = {
+    "data.min_chars": "positive", "data.max_chars": "positive",
+    "data.max_src_tokens": "positive", "data.max_tgt_tokens": "positive",
+    "data.max_length_ratio": ">= 1", "data.dev_fraction": "in [0, 1)",
+    "data.test_fraction": "in [0, 1)", "data.limit_train": ">= 0",
+    "data.tgt_vocab_size": "positive", "data.sp_character_coverage": "in (0, 1]",
+    "data.sp_max_sentences": "positive",
+    "model.encoder_layers": ">= 0", "model.adapter_hidden": "positive",
+    "model.d_model": "positive", "model.decoder_layers": "positive", "model.heads": "positive",
+    "model.ffn_dim": "positive", "model.dropout": "in [0, 1)",
+    "model.max_target_positions": "positive",
+    "train.stage1_steps": ">= 0", "train.stage2_steps": ">= 0", "train.lr": "positive",
+    "train.stage2_lr": ">= 0", "train.encoder_lr": ">= 0", "train.warmup_steps": ">= 0",
+    "train.stage2_warmup_steps": ">= 0", "train.batch_tokens": "positive",
+    "train.accumulate": "positive", "train.label_smoothing": "in [0, 1)",
+    "train.clip_norm": "positive", "train.weight_decay": ">= 0",
+    "train.adam_beta1": "in [0, 1)", "train.adam_beta2": "in [0, 1)",
+    "train.seed": "in [0, 2**32)", "train.eval_every": "positive",
+    "train.valid_beam": "positive", "train.patience": ">= 0", "train.average_last": ">= 0",
+    "train.log_every": "positive", "train.max_bad_steps": "positive", "train.threads": ">= 0",
+    "decode.beam_size": "positive", "decode.length_penalty": ">= 0",
+    "decode.max_len_a": ">= 0", "decode.max_len_b": ">= 0", "decode.batch_size": "positive",
+    "decode.nbest": "positive",
+}
+
+
 def validate(config: Config) -> None:
-    """Cross-field checks that a single type cannot express."""
-    m, t, d = config.model, config.train, config.decode
-    positive = {
-        "model.d_model": m.d_model, "model.heads": m.heads, "model.ffn_dim": m.ffn_dim,
-        "model.decoder_layers": m.decoder_layers, "train.batch_tokens": t.batch_tokens,
-        "train.accumulate": t.accumulate, "decode.beam_size": d.beam_size,
-        "decode.batch_size": d.batch_size, "data.tgt_vocab_size": config.data.tgt_vocab_size,
-        "train.eval_every": t.eval_every, "decode.nbest": d.nbest,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise UserError(f"{key} must be positive, got {value}")
+    """Reject a value outside its range, or a combination that a single type cannot express.
+
+    Every float must be finite and every numeric key within its FIELD_RANGES entry. The
+    UserError names the first offending key (in declaration order) and what it must be.
+    """
+    for section in dataclasses.fields(config):
+        values = getattr(config, section.name)
+        hints = typing.get_type_hints(type(values))
+        for f in dataclasses.fields(values):
+            key, value = f"{section.name}.{f.name}", getattr(values, f.name)
+            if hints[f.name] is float and not math.isfinite(value):
+                raise UserError(f"{key} must be a finite number, got {value}")
+            allowed = FIELD_RANGES.get(key)
+            if allowed is not None and not RANGE_TESTS[allowed](value):
+                raise UserError(f"{key} must be {allowed}, got {value}")
+    data, m, t, d = config.data, config.model, config.train, config.decode
+    if data.dev_fraction + data.test_fraction >= 1:
+        raise UserError("data.dev_fraction + data.test_fraction must be < 1 to leave training "
+                        f"data, got {data.dev_fraction} + {data.test_fraction}")
+    if data.max_chars < data.min_chars:
+        raise UserError(f"data.max_chars ({data.max_chars}) must be >= data.min_chars "
+                        f"({data.min_chars})")
     if m.d_model % m.heads:
         raise UserError(f"model.d_model ({m.d_model}) must be divisible by model.heads ({m.heads})")
     if d.nbest > d.beam_size:
         raise UserError(f"decode.nbest ({d.nbest}) cannot exceed decode.beam_size ({d.beam_size})")
-    if config.data.max_tgt_tokens + 1 > m.max_target_positions:
+    if data.max_tgt_tokens + 1 > m.max_target_positions:
         raise UserError("data.max_tgt_tokens + 1 must not exceed model.max_target_positions")
-    if not 0.0 <= t.label_smoothing < 1.0:
-        raise UserError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
-    if t.stage1_steps < 0 or t.stage2_steps < 0 or t.stage1_steps + t.stage2_steps == 0:
-        raise UserError("train.stage1_steps and train.stage2_steps must be >= 0 and not both 0")
+    if t.stage1_steps + t.stage2_steps == 0:
+        raise UserError("train.stage1_steps and train.stage2_steps must not both be 0")
 
 
 def _section(config: Config, name: str, source: str) -> Any:

@@ -1,0 +1,99 @@
+"""Inputs that used to crash or slip through: config ranges, score gates, TSV columns,
+empty translation inputs and unusable `-o` paths."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import pytest
+
+from conftest import tiny_sets
+import nmt_bert.config as config_module
+from nmt_bert.config import Config, load_config
+from nmt_bert.errors import UserError
+
+# ---- config ranges ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("override, message", [
+    ("decode.max_len_a=-1", "decode.max_len_a must be >= 0, got -1.0"),
+    ("decode.max_len_b=-3", "decode.max_len_b must be >= 0, got -3"),
+    ("decode.length_penalty=-0.5", "decode.length_penalty must be >= 0, got -0.5"),
+    ("train.lr=nan", "train.lr must be a finite number, got nan"),
+    ("train.lr=-1e-3", "train.lr must be positive, got -0.001"),
+    ("train.lr=0", "train.lr must be positive, got 0.0"),
+    ("train.stage2_lr=-1", "train.stage2_lr must be >= 0, got -1.0"),
+    ("train.encoder_lr=.nan", "train.encoder_lr must be a finite number, got nan"),
+    ("train.clip_norm=-1", "train.clip_norm must be positive, got -1.0"),
+    ("train.clip_norm=0", "train.clip_norm must be positive, got 0.0"),
+    ("data.dev_fraction=2", "data.dev_fraction must be in [0, 1), got 2.0"),
+    ("data.test_fraction=-0.1", "data.test_fraction must be in [0, 1), got -0.1"),
+    ("model.dropout=5", "model.dropout must be in [0, 1), got 5.0"),
+    ("model.dropout=1", "model.dropout must be in [0, 1), got 1.0"),
+    ("train.weight_decay=-0.01", "train.weight_decay must be >= 0, got -0.01"),
+    ("train.adam_beta2=1", "train.adam_beta2 must be in [0, 1), got 1.0"),
+    ("train.warmup_steps=-1", "train.warmup_steps must be >= 0, got -1"),
+    ("data.max_length_ratio=0.5", "data.max_length_ratio must be >= 1, got 0.5"),
+    ("data.min_chars=0", "data.min_chars must be positive, got 0"),
+    ("data.max_src_tokens=0", "data.max_src_tokens must be positive, got 0"),
+    ("data.sp_character_coverage=0", "data.sp_character_coverage must be in (0, 1], got 0.0"),
+    ("data.sp_character_coverage=1.5", "data.sp_character_coverage must be in (0, 1], got 1.5"),
+    ("model.max_target_positions=0", "model.max_target_positions must be positive, got 0"),
+    ("model.encoder_layers=-1", "model.encoder_layers must be >= 0, got -1"),
+    ("model.adapter_hidden=0", "model.adapter_hidden must be positive, got 0"),
+    ("train.patience=-1", "train.patience must be >= 0, got -1"),
+    ("train.average_last=-2", "train.average_last must be >= 0, got -2"),
+    ("train.log_every=0", "train.log_every must be positive, got 0"),
+    ("train.max_bad_steps=0", "train.max_bad_steps must be positive, got 0"),
+    ("train.threads=-1", "train.threads must be >= 0, got -1"),
+    ("train.seed=-1", "train.seed must be in [0, 2**32), got -1"),
+    ("train.stage1_steps=-5", "train.stage1_steps must be >= 0, got -5"),
+])
+def test_out_of_range_value_is_one_line_naming_key_and_range(override, message):
+    with pytest.raises(UserError) as err:
+        load_config(None, [override])
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "nan", "inf"])
+def test_every_float_field_rejects_non_finite_values(value):
+    config = Config()
+    floats = [f"{section.name}.{f.name}" for section in dataclasses.fields(config)
+              for f in dataclasses.fields(getattr(config, section.name))
+              if typing.get_type_hints(type(getattr(config, section.name)))[f.name] is float]
+    assert len(floats) >= 14
+    for key in floats:
+        with pytest.raises(UserError, match=rf"^{key} must be a finite number, got -?(nan|inf)$"):
+            load_config(None, [f"{key}={value}"])
+
+
+def test_every_numeric_field_has_a_range():
+    config = Config()
+    numeric = {f"{section.name}.{f.name}" for section in dataclasses.fields(config)
+               for f in dataclasses.fields(getattr(config, section.name))
+               if typing.get_type_hints(type(getattr(config, section.name)))[f.name] in (int, float)}
+    assert numeric == set(config_module.FIELD_RANGES)
+
+
+def test_dev_and_test_fractions_must_leave_training_data():
+    with pytest.raises(UserError, match=r"^data\.dev_fraction \+ data\.test_fraction must be < 1 "
+                                        r"to leave training data, got 0\.6 \+ 0\.4$"):
+        load_config(None, ["data.dev_fraction=0.6", "data.test_fraction=0.4"])
+    assert load_config(None, ["data.dev_fraction=0.6", "data.test_fraction=0.3"])
+
+
+def test_boundary_values_that_mean_something_still_validate(tiny_encoder_dir):
+    config = load_config(None, [
+        "decode.max_len_a=0", "decode.max_len_b=0", "decode.length_penalty=0",
+        "train.stage2_lr=0", "train.encoder_lr=0", "train.weight_decay=0", "train.warmup_steps=0",
+        "model.dropout=0", "data.dev_fraction=0", "data.test_fraction=0",
+        "data.max_length_ratio=1", "data.sp_character_coverage=1", "train.adam_beta1=0",
+    ])
+    assert config.train.encoder_lr == 0.0 and config.decode.max_len_a == 0.0
+    assert load_config(None, tiny_sets(tiny_encoder_dir)).model.d_model == 32
+
+
+def test_max_chars_below_min_chars_is_rejected():
+    with pytest.raises(UserError, match=r"data\.max_chars \(5\) must be >= data\.min_chars \(10\)"):
+        load_config(None, ["data.min_chars=10", "data.max_chars=5"])
