@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -71,11 +72,30 @@ def format_report(report: ScoreReport) -> str:
     return "\n".join(lines)
 
 
+def check_gate_values(min_bleu: float | None = None, min_chrf: float | None = None) -> None:
+    """Raise UserError, naming the option, for a threshold that is not a finite number.
+
+    A NaN threshold would let every score pass; call this before scoring to fail early.
+    """
+    for option, minimum in (("--min-bleu", min_bleu), ("--min-chrf", min_chrf)):
+        if minimum is not None and not math.isfinite(minimum):
+            raise UserError(f"{option} {minimum}: expected a finite number")
+
+
 def check_thresholds(report: ScoreReport, min_bleu: float | None = None,
                      min_chrf: float | None = None) -> list[str]:
-    """Messages for every threshold the report falls below (empty when all pass)."""
+    """Messages for every threshold the report falls below (empty when all pass).
+
+    Thresholds are checked by `check_gate_values` first; a NaN score never passes.
+    """
+    check_gate_values(min_bleu, min_chrf)
     failures = []
     for name, minimum in (("BLEU", min_bleu), ("chrF2", min_chrf)):
-        if minimum is not None and report.get(name) < minimum:
-            failures.append(f"{name} {report.get(name):.2f} < required {minimum:.2f}")
+        if minimum is None:
+            continue
+        score = report.get(name)
+        if math.isnan(score):
+            failures.append(f"{name} is not a number (nan), required {minimum:.2f}")
+        elif score < minimum:
+            failures.append(f"{name} {score:.2f} < required {minimum:.2f}")
     return failures

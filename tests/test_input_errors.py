@@ -7,11 +7,16 @@ import dataclasses
 import typing
 
 import pytest
+from typer.testing import CliRunner
 
-from conftest import tiny_sets
 import nmt_bert.config as config_module
+import nmt_bert.metrics as metrics
+from conftest import tiny_sets
+from nmt_bert.cli import app
 from nmt_bert.config import Config, load_config
 from nmt_bert.errors import UserError
+
+runner = CliRunner()
 
 # ---- config ranges ----------------------------------------------------------------------
 
@@ -97,3 +102,40 @@ def test_boundary_values_that_mean_something_still_validate(tiny_encoder_dir):
 def test_max_chars_below_min_chars_is_rejected():
     with pytest.raises(UserError, match=r"data\.max_chars \(5\) must be >= data\.min_chars \(10\)"):
         load_config(None, ["data.min_chars=10", "data.max_chars=5"])
+
+
+# ---- score quality gate -----------------------------------------------------------------
+
+
+@pytest.fixture
+def scored_files(tmp_path):
+    hyp, ref = tmp_path / "hyp.txt", tmp_path / "ref.txt"
+    hyp.write_text("the house of god\nthe king said\n", encoding="utf-8")
+    ref.write_text("the house of the lord\nthe king said\n", encoding="utf-8")
+    return hyp, ref
+
+
+@pytest.mark.parametrize("option, value", [("--min-bleu", "nan"), ("--min-bleu", "inf"),
+                                           ("--min-chrf", "-inf"), ("--min-chrf", "nan")])
+def test_non_finite_gate_threshold_is_an_error(scored_files, option, value):
+    result = runner.invoke(app, ["score", *map(str, scored_files), option, value])
+    assert result.exit_code == 1, result.output
+    assert f"{option} {value}: expected a finite number" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_gate_values_are_checked_without_a_report():
+    metrics.check_gate_values(min_bleu=20.0, min_chrf=None)
+    with pytest.raises(UserError, match=r"^--min-chrf nan: expected a finite number$"):
+        metrics.check_gate_values(min_bleu=1.0, min_chrf=float("nan"))
+
+
+def test_nan_score_never_passes_the_gate():
+    report = metrics.ScoreReport("hyp", ["ref"], 1, [
+        metrics.MetricScore("BLEU", float("nan"), "sig", ""),
+        metrics.MetricScore("chrF2", float("nan"), "sig", ""),
+    ])
+    failures = metrics.check_thresholds(report, min_bleu=0.0, min_chrf=-1.0)
+    assert failures == ["BLEU is not a number (nan), required 0.00",
+                        "chrF2 is not a number (nan), required -1.00"]
+    assert metrics.check_thresholds(report) == []
