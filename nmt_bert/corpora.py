@@ -112,15 +112,22 @@ def read_parallel(src: Path, tgt: Path) -> Iterator[Pair]:
 
 
 def read_tsv(path: Path) -> Iterator[Pair]:
-    """`source<TAB>target` per line; extra columns are ignored, a blank line is an empty pair."""
+    """`source<TAB>target` per line; a blank line is an empty pair.
+
+    A line with no tab or more than one (a tab inside a sentence, a third column) is a
+    UserError naming the file and line: the pair cannot be split safely.
+    """
     for number, line in enumerate(iter_lines(path, "TSV file"), start=1):
         cols = line.split("\t")
-        if len(cols) < 2:
-            if not line.strip():
-                yield Pair("", "")
-                continue
+        if len(cols) == 2:
+            yield Pair(cols[0], cols[1])
+        elif not line.strip():
+            yield Pair("", "")
+        elif len(cols) == 1:
             raise UserError(f"{path}:{number}: expected source<TAB>target, found no tab")
-        yield Pair(cols[0], cols[1])
+        else:
+            raise UserError(f"{path}:{number}: expected source<TAB>target, "
+                            f"found {len(cols)} tab-separated fields")
 
 
 def read_tmx(path: Path, src_lang: str, tgt_lang: str) -> Iterator[Pair]:

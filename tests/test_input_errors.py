@@ -14,6 +14,7 @@ import nmt_bert.metrics as metrics
 from conftest import tiny_sets
 from nmt_bert.cli import app
 from nmt_bert.config import Config, load_config
+from nmt_bert.corpora import read_tsv
 from nmt_bert.errors import UserError
 
 runner = CliRunner()
@@ -139,3 +140,29 @@ def test_nan_score_never_passes_the_gate():
     assert failures == ["BLEU is not a number (nan), required 0.00",
                         "chrF2 is not a number (nan), required -1.00"]
     assert metrics.check_thresholds(report) == []
+
+
+# ---- TSV corpora ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("line, fields", [("hola\tmundo\thello world", 3),
+                                          ("hola\thello\t", 3), ("a\tb\tc\td", 4)])
+def test_tsv_line_with_more_than_two_fields_is_an_error(tmp_path, line, fields):
+    path = tmp_path / "c.tsv"
+    path.write_text(f"uno\tone\n{line}\ndos\ttwo\n", encoding="utf-8")
+    with pytest.raises(UserError) as err:
+        list(read_tsv(path))
+    assert str(err.value) == (f"{path}:2: expected source<TAB>target, "
+                              f"found {fields} tab-separated fields")
+
+
+def test_dev_tsv_with_a_tab_inside_the_source_stops_prepare(tmp_path, tiny_encoder_dir):
+    corpus, dev = tmp_path / "train.tsv", tmp_path / "dev.tsv"
+    corpus.write_text("".join(f"dios rey {i}\tgod king {i}\n" for i in range(30)), encoding="utf-8")
+    dev.write_text("agua\twater\nluz\tdel cielo\tlight of heaven\n", encoding="utf-8")
+    sets = [arg for s in tiny_sets(tiny_encoder_dir) for arg in ("--set", s)]
+    result = runner.invoke(app, ["prepare", "--tsv", str(corpus), "--dev", str(dev),
+                                 "--out", str(tmp_path / "data"), *sets])
+    assert result.exit_code == 1, result.output
+    assert f"{dev}:2: expected source<TAB>target, found 3 tab-separated fields" in result.output
+    assert not (tmp_path / "data").exists()
