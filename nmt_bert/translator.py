@@ -112,7 +112,7 @@ class Translator:
         """One Translation per line, in input order; `progress(n)` after each batch of n lines.
 
         Empty and whitespace-only lines (and lines the tokenizer reduces to nothing) give an
-        empty translation without running the model.
+        empty translation without running the model; no lines give an empty list.
         """
         start = time.perf_counter()
         encoded = self.encode_sources(lines)
@@ -143,9 +143,12 @@ class Translator:
     def encode_sources(self, lines: list[str]) -> list[list[int]]:
         """Encoder-tokenizer ids with special tokens, truncated to the encoder's positions.
 
-        Empty or whitespace-only lines and lines without any piece give []. Updates the
+        Empty or whitespace-only lines and lines without any piece give []; an empty `lines`
+        gives [] without calling the tokenizer (it fails on an empty batch). Updates the
         truncation and out-of-vocabulary counts.
         """
+        if not lines:
+            return []
         texts = [line if line.strip() else "" for line in lines]
         encoded = self.tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
         specials = self.tokenizer.num_special_tokens_to_add(pair=False)

@@ -4,9 +4,11 @@ empty translation inputs and unusable `-o` paths."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 
 import pytest
+from helpers_model import build_tiny_checkpoint
 from typer.testing import CliRunner
 
 import nmt_bert.config as config_module
@@ -16,6 +18,7 @@ from nmt_bert.cli import app
 from nmt_bert.config import Config, load_config
 from nmt_bert.corpora import read_tsv
 from nmt_bert.errors import UserError
+from nmt_bert.translator import Translator
 
 runner = CliRunner()
 
@@ -166,3 +169,43 @@ def test_dev_tsv_with_a_tab_inside_the_source_stops_prepare(tmp_path, tiny_encod
     assert result.exit_code == 1, result.output
     assert f"{dev}:2: expected source<TAB>target, found 3 tab-separated fields" in result.output
     assert not (tmp_path / "data").exists()
+
+
+# ---- translate: empty inputs ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(tiny_encoder_dir, tmp_path_factory):
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "model", tiny_encoder_dir)
+
+
+SUMMARY = re.compile(r"translated 0 sentences in \d+\.\d s")
+
+
+def test_translator_translates_no_lines(checkpoint_dir):
+    translator = Translator.from_checkpoint(checkpoint_dir)
+    done = []
+    assert translator.translate([], progress=done.append) == []
+    assert translator.stats.sentences == 0 and translator.stats.target_tokens == 0
+    assert sum(done) == 0
+
+
+@pytest.mark.parametrize("nbest", ["1", "2"])
+def test_empty_stdin_gives_empty_stdout(checkpoint_dir, nbest):
+    result = runner.invoke(app, ["translate", "-m", str(checkpoint_dir), "--beam", "2",
+                                 "--nbest", nbest, "--device", "cpu"], input="")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert SUMMARY.search(result.stderr), result.stderr
+
+
+@pytest.mark.parametrize("nbest", ["1", "2"])
+def test_empty_file_gives_empty_output_file(checkpoint_dir, tmp_path, nbest):
+    source, out = tmp_path / "empty.es", tmp_path / "out.en"
+    source.write_bytes(b"")
+    out.write_text("previous\n", encoding="utf-8")
+    result = runner.invoke(app, ["translate", str(source), "-m", str(checkpoint_dir), "-o", str(out),
+                                 "--beam", "2", "--nbest", nbest, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == b"" and result.stdout == ""
+    assert SUMMARY.search(result.stderr), result.stderr
