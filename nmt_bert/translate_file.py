@@ -19,14 +19,15 @@ def translate_file(input: str, model: Path, output: Path | None, overrides: list
                    device: str = "auto") -> TranslateStats:
     """Translate `input` ("-" for stdin) with the checkpoint at `model`.
 
-    Writes to stdout, or to `output` atomically (a failed run leaves no partial file).
+    Writes to stdout, or to `output` atomically (a failed run leaves no partial file); an
+    unusable `output` fails before the model is loaded.
     With decode.nbest > 1 each input gives Moses-style `i ||| hypothesis ||| score` lines
     (i counts input lines from 0). A summary goes to stderr.
     """
     console = Console(stderr=True)
-    lines = read_stdin() if input == "-" else read_lines(Path(input), "input file")
     if output is not None:
         check_output(Path(output), None if input == "-" else Path(input))
+    lines = read_stdin() if input == "-" else read_lines(Path(input), "input file")
     translator = Translator.from_checkpoint(model, device=device, overrides=overrides)
     translations = run_with_progress(translator, lines, console, show=input != "-")
     nbest = translator.config.nbest
@@ -59,12 +60,30 @@ def read_stdin() -> list[str]:
 
 
 def check_output(output: Path, input: Path | None) -> None:
+    """Raise UserError if `output` cannot be written, before any model is loaded.
+
+    Rejected: an existing directory, a path below something that is not a directory, a
+    nearest existing directory that is not writable, and the input file itself.
+    """
     if output.is_dir():
         raise UserError(f"{output}: is a directory, expected an output file")
+    parent = nearest_existing(output.parent)
+    if not parent.is_dir():
+        raise UserError(f"{output}: parent {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{output}: directory {parent} is not writable")
     if input is None:
         return
     if output.resolve() == input.resolve() or (output.exists() and os.path.samefile(output, input)):
         raise UserError(f"{output}: output would overwrite the input file")
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path` or its closest ancestor that exists (a dangling symlink counts as existing)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists() or candidate.is_symlink():
+            return candidate
+    return path
 
 
 def run_with_progress(translator: Translator, lines: list[str], console: Console,

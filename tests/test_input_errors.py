@@ -4,8 +4,10 @@ empty translation inputs and unusable `-o` paths."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import typing
+from pathlib import Path
 
 import pytest
 from helpers_model import build_tiny_checkpoint
@@ -13,6 +15,7 @@ from typer.testing import CliRunner
 
 import nmt_bert.config as config_module
 import nmt_bert.metrics as metrics
+import nmt_bert.translate_file as translate_file_module
 from conftest import tiny_sets
 from nmt_bert.cli import app
 from nmt_bert.config import Config, load_config
@@ -209,3 +212,56 @@ def test_empty_file_gives_empty_output_file(checkpoint_dir, tmp_path, nbest):
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == b"" and result.stdout == ""
     assert SUMMARY.search(result.stderr), result.stderr
+
+
+# ---- translate -o: unusable and missing directories --------------------------------------
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    """Any attempt to load a model fails the test: output checks must come first."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(translate_file_module.Translator, "from_checkpoint", refuse)
+
+
+@pytest.mark.parametrize("below", ["out.en", "a/b/out.en"])
+def test_output_below_a_file_fails_before_loading_the_model(checkpoint_dir, tmp_path,
+                                                            no_model_loading, below):
+    source, blocker = tmp_path / "in.es", tmp_path / "file.txt"
+    source.write_text("dios rey\n", encoding="utf-8")
+    blocker.write_text("not a directory\n", encoding="utf-8")
+    out = blocker / below
+    result = runner.invoke(app, ["translate", str(source), "-m", str(checkpoint_dir), "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    assert f"{out}: parent {blocker} is not a directory" in result.output
+    assert "Traceback" not in result.output and blocker.read_text() == "not a directory\n"
+
+
+def test_output_that_is_a_directory_fails_before_loading_the_model(checkpoint_dir, tmp_path,
+                                                                   no_model_loading):
+    result = runner.invoke(app, ["translate", "-m", str(checkpoint_dir), "-o", str(tmp_path)],
+                           input="dios\n")
+    assert result.exit_code == 1
+    assert f"{tmp_path}: is a directory, expected an output file" in result.output
+
+
+def test_output_in_an_unwritable_directory_fails_before_loading_the_model(
+        checkpoint_dir, tmp_path, no_model_loading, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+
+    def access(path, mode, *args, **kwargs):  # root may write anywhere: pretend it may not
+        if Path(path) == locked and mode & os.W_OK:
+            return False
+        return real_access(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    for out in (locked / "out.en", locked / "new" / "out.en"):
+        result = runner.invoke(app, ["translate", "-m", str(checkpoint_dir), "-o", str(out)],
+                               input="dios\n")
+        assert result.exit_code == 1, result.output
+        assert f"{out}: directory {locked} is not writable" in result.output
+    assert list(locked.iterdir()) == []
