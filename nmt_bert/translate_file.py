@@ -19,8 +19,9 @@ def translate_file(input: str, model: Path, output: Path | None, overrides: list
                    device: str = "auto") -> TranslateStats:
     """Translate `input` ("-" for stdin) with the checkpoint at `model`.
 
-    Writes to stdout, or to `output` atomically (a failed run leaves no partial file); an
-    unusable `output` fails before the model is loaded.
+    Writes to stdout, or to `output` atomically (a failed run leaves no partial file). An
+    unusable `output` fails before the model is loaded; its missing parent directories are
+    created (and reported) once the model has loaded, before translating.
     With decode.nbest > 1 each input gives Moses-style `i ||| hypothesis ||| score` lines
     (i counts input lines from 0). A summary goes to stderr.
     """
@@ -29,6 +30,8 @@ def translate_file(input: str, model: Path, output: Path | None, overrides: list
         check_output(Path(output), None if input == "-" else Path(input))
     lines = read_stdin() if input == "-" else read_lines(Path(input), "input file")
     translator = Translator.from_checkpoint(model, device=device, overrides=overrides)
+    if output is not None:
+        create_parent(Path(output), console)
     translations = run_with_progress(translator, lines, console, show=input != "-")
     nbest = translator.config.nbest
     if output is None:
@@ -84,6 +87,18 @@ def nearest_existing(path: Path) -> Path:
         if candidate.exists() or candidate.is_symlink():
             return candidate
     return path
+
+
+def create_parent(output: Path, console: Console) -> None:
+    """Create the missing directories above `output`, saying so on `console`."""
+    if output.parent.is_dir():
+        return
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{output}: cannot create directory {output.parent} "
+                        f"({err.strerror or err})") from None
+    console.print(f"created directory {output.parent}", highlight=False, soft_wrap=True)
 
 
 def run_with_progress(translator: Translator, lines: list[str], console: Console,

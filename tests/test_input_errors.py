@@ -265,3 +265,23 @@ def test_output_in_an_unwritable_directory_fails_before_loading_the_model(
         assert result.exit_code == 1, result.output
         assert f"{out}: directory {locked} is not writable" in result.output
     assert list(locked.iterdir()) == []
+
+
+def test_missing_output_directory_is_created_and_reported(checkpoint_dir, tmp_path):
+    out = tmp_path / "new" / "sub" / "out.en"
+    result = runner.invoke(app, ["translate", "-m", str(checkpoint_dir), "-o", str(out),
+                                 "--beam", "1", "--device", "cpu"], input="dios rey\n")
+    assert result.exit_code == 0, result.output
+    assert f"created directory {out.parent}" in result.stderr
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 1
+    again = runner.invoke(app, ["translate", "-m", str(checkpoint_dir), "-o", str(out),
+                                "--beam", "1", "--device", "cpu"], input="dios rey\n")
+    assert again.exit_code == 0 and "created directory" not in again.stderr
+
+
+def test_output_directory_is_not_created_when_the_model_fails_to_load(tmp_path):
+    out = tmp_path / "new" / "out.en"
+    result = runner.invoke(app, ["translate", "-m", str(tmp_path / "no-model"), "-o", str(out)],
+                           input="dios\n")
+    assert result.exit_code == 1
+    assert not (tmp_path / "new").exists()
