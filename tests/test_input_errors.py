@@ -68,12 +68,19 @@ def test_out_of_range_value_is_one_line_naming_key_and_range(override, message):
     assert str(err.value) == message
 
 
+def keys_of_type(*types: type) -> list[str]:
+    """Every `section.key` of the config whose declared type is one of `types`."""
+    config = Config()
+    keys = []
+    for section in dataclasses.fields(config):
+        hints = typing.get_type_hints(type(getattr(config, section.name)))
+        keys += [f"{section.name}.{name}" for name, hint in hints.items() if hint in types]
+    return keys
+
+
 @pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "nan", "inf"])
 def test_every_float_field_rejects_non_finite_values(value):
-    config = Config()
-    floats = [f"{section.name}.{f.name}" for section in dataclasses.fields(config)
-              for f in dataclasses.fields(getattr(config, section.name))
-              if typing.get_type_hints(type(getattr(config, section.name)))[f.name] is float]
+    floats = keys_of_type(float)
     assert len(floats) >= 14
     for key in floats:
         with pytest.raises(UserError, match=rf"^{key} must be a finite number, got -?(nan|inf)$"):
@@ -81,11 +88,7 @@ def test_every_float_field_rejects_non_finite_values(value):
 
 
 def test_every_numeric_field_has_a_range():
-    config = Config()
-    numeric = {f"{section.name}.{f.name}" for section in dataclasses.fields(config)
-               for f in dataclasses.fields(getattr(config, section.name))
-               if typing.get_type_hints(type(getattr(config, section.name)))[f.name] in (int, float)}
-    assert numeric == set(config_module.FIELD_RANGES)
+    assert set(keys_of_type(int, float)) == set(config_module.FIELD_RANGES)
 
 
 def test_dev_and_test_fractions_must_leave_training_data():
@@ -193,6 +196,13 @@ def test_translator_translates_no_lines(checkpoint_dir):
     assert sum(done) == 0
 
 
+def test_translate_rejects_an_out_of_range_decode_override(checkpoint_dir):
+    result = runner.invoke(app, ["translate", "-m", str(checkpoint_dir), "--set",
+                                 "decode.max_len_a=-1"], input="dios rey\n")
+    assert result.exit_code == 1, result.output
+    assert "decode.max_len_a must be >= 0, got -1.0" in result.output and result.stdout == ""
+
+
 @pytest.mark.parametrize("nbest", ["1", "2"])
 def test_empty_stdin_gives_empty_stdout(checkpoint_dir, nbest):
     result = runner.invoke(app, ["translate", "-m", str(checkpoint_dir), "--beam", "2",
@@ -207,8 +217,9 @@ def test_empty_file_gives_empty_output_file(checkpoint_dir, tmp_path, nbest):
     source, out = tmp_path / "empty.es", tmp_path / "out.en"
     source.write_bytes(b"")
     out.write_text("previous\n", encoding="utf-8")
-    result = runner.invoke(app, ["translate", str(source), "-m", str(checkpoint_dir), "-o", str(out),
-                                 "--beam", "2", "--nbest", nbest, "--device", "cpu"])
+    result = runner.invoke(app, ["translate", str(source), "-m", str(checkpoint_dir),
+                                 "-o", str(out), "--beam", "2", "--nbest", nbest,
+                                 "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == b"" and result.stdout == ""
     assert SUMMARY.search(result.stderr), result.stderr
@@ -233,7 +244,8 @@ def test_output_below_a_file_fails_before_loading_the_model(checkpoint_dir, tmp_
     source.write_text("dios rey\n", encoding="utf-8")
     blocker.write_text("not a directory\n", encoding="utf-8")
     out = blocker / below
-    result = runner.invoke(app, ["translate", str(source), "-m", str(checkpoint_dir), "-o", str(out)])
+    result = runner.invoke(app, ["translate", str(source), "-m", str(checkpoint_dir),
+                                 "-o", str(out)])
     assert result.exit_code == 1, result.output
     assert f"{out}: parent {blocker} is not a directory" in result.output
     assert "Traceback" not in result.output and blocker.read_text() == "not a directory\n"
