@@ -20,7 +20,7 @@ from rich.progress import Progress
 from torch import Tensor
 
 from nmt_bert.data import TokenData, token_batches
-from nmt_bert.textio import atomic_dir
+from nmt_bert.atomic import atomic_dir
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
@@ -34,16 +34,29 @@ def cache_key(encoder_fingerprint: str, data: TokenData, dtype: str) -> str:
     return h.hexdigest()[:20]
 
 
+class DamagedCache(Exception):
+    """A cache directory whose files do not match its meta.json (truncated, edited)."""
+
+
 class EncoderCache:
     """Read side: gathers the states of a batch's examples into a padded tensor."""
 
     def __init__(self, directory: Path, data: TokenData):
-        meta = json.loads((directory / "meta.json").read_text())
+        """Open the cache in `directory`; DamagedCache when its files do not add up."""
+        try:
+            meta = json.loads((directory / "meta.json").read_text())
+            dtype, shape = DTYPES[meta["dtype"]], (int(meta["tokens"]), int(meta["width"]))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise DamagedCache(f"unreadable meta.json ({type(err).__name__})") from None
+        states = directory / "states.bin"
+        expected = shape[0] * shape[1] * np.dtype(dtype).itemsize
+        size = states.stat().st_size if states.is_file() else -1
+        if size != expected or shape[0] != int(data.src_offsets[-1]):
+            raise DamagedCache(f"states.bin has {max(size, 0):,} bytes, expected {expected:,}")
         self.directory = directory
         self.meta = meta
         self.offsets = data.src_offsets
-        self.states = np.memmap(directory / "states.bin", mode="r", dtype=DTYPES[meta["dtype"]],
-                                shape=(meta["tokens"], meta["width"]))
+        self.states = np.memmap(states, mode="r", dtype=dtype, shape=shape)
 
     def gather(self, index: Tensor, length: int) -> Tensor:
         """States for examples `index` (B,), zero-padded to (B, length, E), as float32."""
@@ -59,12 +72,16 @@ def build_or_load(root: Path, model, data: TokenData, fingerprint: str, dtype: s
     """Return the cache for (encoder, data, dtype) under `root`, computing it if missing."""
     directory = Path(root) / f"encoder-{cache_key(fingerprint, data, dtype)}"
     if (directory / "meta.json").exists():
-        log(f"encoder cache: reusing {directory}")
-        return EncoderCache(directory, data)
+        try:
+            cache = EncoderCache(directory, data)
+            log(f"encoder cache: reusing {directory}")
+            return cache
+        except DamagedCache as err:  # ours, and rebuilt from the same inputs: replace it
+            log(f"encoder cache: {directory} is damaged ({err}); rebuilding it")
     start = time.perf_counter()
     width = model.encoder.config.hidden_size
     total = int(data.src_offsets[-1])
-    with atomic_dir(directory) as tmp:
+    with atomic_dir(directory, ours=_is_cache, what="an encoder-state cache") as tmp:
         out = np.memmap(tmp / "states.bin", mode="w+", dtype=DTYPES[dtype], shape=(total, width))
         batches = token_batches(data.src_lens, np.zeros_like(data.src_lens), batch_tokens,
                                 seed=0, epoch=0, shuffle=False)
@@ -88,6 +105,10 @@ def build_or_load(root: Path, model, data: TokenData, fingerprint: str, dtype: s
     log(f"encoder cache: {len(data)} sentences, {total} tokens, {size_mb:.0f} MiB "
         f"in {seconds:.1f}s ({total / seconds:.0f} tokens/s)")
     return EncoderCache(directory, data)
+
+
+def _is_cache(path: Path) -> bool:
+    return (Path(path) / "meta.json").is_file() and Path(path).name.startswith("encoder-")
 
 
 def _autocast(device: torch.device, dtype: str):

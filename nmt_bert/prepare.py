@@ -9,7 +9,8 @@
     OUT/manifest.json              inputs with sha256, counts, drops per reason, coverage
 
 The directory is built beside OUT and renamed into place only when complete: a failed run
-leaves an existing OUT untouched and no half-written one behind.
+leaves an existing OUT untouched and no half-written one behind. An existing OUT is replaced
+only when it is itself a prepared data directory (or empty); anything else is refused.
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
                            TimeElapsedColumn)
 
 from nmt_bert import __version__
+from nmt_bert.atomic import atomic_dir, check_replaceable
 from nmt_bert.cleaning import CleanedCorpus, SplitStats, clean_corpus, no_training_pairs
 from nmt_bert.config import Config, DataConfig, save_config
 from nmt_bert.corpora import CorpusSpec, Pair, open_corpus
 from nmt_bert.coverage import coverage
 from nmt_bert.errors import UserError
-from nmt_bert.prepared import FORMAT, FORMAT_VERSION, summary_table
-from nmt_bert.textio import atomic_dir, write_lines
+from nmt_bert.prepared import FORMAT, FORMAT_VERSION, is_prepared, summary_table
+from nmt_bert.textio import write_lines
+
+PREPARED_WHAT = "a prepared data directory (no nmt-bert manifest.json)"
 
 BATCH = 1000  # pairs per tokenizer call: fast tokenizers batch well, memory stays flat
 # SentencePiece refuses samples of 100 sentences or fewer (0 means "all").
@@ -54,11 +58,13 @@ def prepare(spec: CorpusSpec, out: Path, config: Config, console: Console | None
 
     console = console or Console(stderr=True)
     started, data, out = time.time(), config.data, Path(out)
+    check_replaceable(out, is_prepared, PREPARED_WHAT)
+    check_inputs_outside(spec, out)
     tokenizer = load_tokenizer(config.model.encoder)  # fails fast, before reading the corpus
     # What the model cannot take at all (dev/test), and the train filter within that.
     hard = (_hard_limit(tokenizer), config.model.max_target_positions - 1)
     limits = (min(data.max_src_tokens, hard[0] or data.max_src_tokens), data.max_tgt_tokens)
-    with atomic_dir(out) as tmp, _datasets_quiet(datasets):
+    with atomic_dir(out, is_prepared, PREPARED_WHAT) as tmp, _datasets_quiet(datasets):
         work = tmp / "_work"
         work.mkdir()
         corpus = open_corpus(spec, data.src_lang, data.tgt_lang, work / "hf-cache")
@@ -91,6 +97,19 @@ def prepare(spec: CorpusSpec, out: Path, config: Config, console: Console | None
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     print_summary(console, manifest, out)
     return manifest
+
+
+def check_inputs_outside(spec: CorpusSpec, out: Path) -> None:
+    """Replacing OUT must never take an input file with it."""
+    target = out.resolve()
+    given = [spec.src, spec.tgt, spec.tsv, spec.tmx, *spec.dev, *spec.test]
+    if spec.dataset and Path(spec.dataset).exists():
+        given.append(Path(spec.dataset))
+    for path in (Path(p) for p in given if p is not None):
+        resolved = path.resolve()
+        if resolved == target or target in resolved.parents:
+            raise UserError(f"--out {out}: contains the input {path}; write the prepared data "
+                            "elsewhere")
 
 
 def features(datasets):

@@ -77,6 +77,15 @@ def _check_heldout(name: str) -> None:
         raise UserError(f"split '{name}' has no text files (expected dev or test)")
 
 
+def is_prepared(path: Path) -> bool:
+    """Whether `path` holds a manifest that says `prepare` wrote it (any format version)."""
+    try:
+        manifest = json.loads((Path(path) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+
+
 def load_prepared(path: Path | str) -> PreparedData:
     """Open a prepared data directory; UserError naming it when it is missing or not one."""
     path = Path(path)

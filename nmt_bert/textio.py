@@ -1,23 +1,20 @@
 """Reading user text files strictly and writing outputs atomically.
 
-Every reader error names the file and, where one applies, the 1-based line. Writers go to
-a temporary name in the same directory and are renamed into place only when complete, so an
-interrupted run never leaves a file or directory that looks finished but is not.
+Every reader error names the file and, where one applies, the 1-based line. Writers are
+atomic (nmt_bert.atomic): an interrupted run never leaves a file that looks finished.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import os
-import shutil
-import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from nmt_bert.atomic import atomic_file
 from nmt_bert.errors import UserError
 
 BOM = "\ufeff"
@@ -102,46 +99,6 @@ def decode_line(raw: bytes, path: Path | str, number: int) -> str:
     if text.endswith("\r"):
         text = text[:-1]
     return text
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
-    """Open a temporary sibling of `path` for writing; rename it onto `path` on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        encoding = None if "b" in mode else "utf-8"
-        with os.fdopen(fd, mode, encoding=encoding) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory; it replaces `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_lines(path: Path, lines: list[str]) -> None:

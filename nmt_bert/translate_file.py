@@ -10,8 +10,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from nmt_bert.atomic import atomic_file
 from nmt_bert.errors import UserError
-from nmt_bert.textio import atomic_file, decode_line, read_lines
+from nmt_bert.textio import decode_line, read_lines
 from nmt_bert.translator import TranslateStats, Translation, Translator
 
 
