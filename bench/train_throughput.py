@@ -71,11 +71,13 @@ def _setup(data: str, config, run_dir: Path):
     from rich.console import Console
 
     from nmt_bert.run import RunLog, build, create_run, seed_everything
+    from nmt_bert.run_dir import RunDir
 
-    create_run(run_dir, Path(data), config)
-    log = RunLog(run_dir, console=Console(file=open(os.devnull, "w")))
+    run = RunDir(run_dir)
+    create_run(run, Path(data), config)
+    log = RunLog(run, console=Console(file=open(os.devnull, "w")))
     seed_everything(config.train.seed)
-    return build(run_dir, Path(data), config, None, log), log
+    return build(run, Path(data), config, None, log), log
 
 
 # --- child processes ----------------------------------------------------------------------
@@ -119,7 +121,7 @@ def nmt_bert_system(system: str, data: str, config: dict, warmup: int, steps: in
     dev = common.device_of(device)
     with tempfile.TemporaryDirectory(prefix="nmt-bert-bench-run-") as tmp:
         setup, log = _setup(data, cfg, Path(tmp))
-        trainer = Trainer(setup, Path(tmp), dev, log)
+        trainer = Trainer(setup, log.run, dev, log)
         trainer.state.stage = stage
         trainer.enter_stage(stage)
         if system == "a":

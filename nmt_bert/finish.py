@@ -3,29 +3,29 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from nmt_bert.averaging import average_checkpoints
 from nmt_bert.curves import plot_curves
+from nmt_bert.run_dir import RunDir
 from nmt_bert.validation import validate
 
 
-def finish(run_dir: Path, trainer, seconds: float) -> None:
+def finish(run: RunDir, trainer, seconds: float) -> None:
     """Optional checkpoint averaging, the curves PNG and the `finished.json` marker."""
     k = trainer.cfg.average_last
     if k > 0:
-        averaged = average_checkpoints(run_dir / "checkpoints", k)
+        averaged = average_checkpoints(run, k)
         if averaged is not None:
             trainer.model.load_state_dict(averaged)
-            scores = validate(trainer.model, trainer.s, trainer.device, trainer.cfg.valid_beam)
+            scores = validate(trainer.model, trainer.setup, trainer.device, trainer.cfg.valid_beam)
             trainer.save("averaged", {"dev": scores, "averaged_last": k}, resumable=False)
             trainer.log.info(f"average of last {k} checkpoints: dev BLEU {scores['bleu']:.2f}")
             if scores["bleu"] > trainer.state.best_bleu:
                 trainer.state.best_bleu = scores["bleu"]
                 trainer.save("best", {"dev": scores, "averaged_last": k}, resumable=False)
-    if plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png"):
-        trainer.log.info(f"curves: {run_dir / 'curves.png'}")
-    (run_dir / "finished.json").write_text(json.dumps({
+    if plot_curves(run.metrics, run.curves):
+        trainer.log.info(f"curves: {run.curves}")
+    run.finished_file.write_text(json.dumps({
         "best_dev_bleu": trainer.state.best_bleu, "steps": trainer.state.global_step,
         "skipped_steps": trainer.state.skipped_steps, "seconds_this_session": round(seconds, 1),
     }, indent=2))

@@ -3,6 +3,8 @@
     OUT/data/          prepared corpus (reused when its config is unchanged)
     OUT/run/           the training run (resumed when interrupted, skipped when finished)
     OUT/test.hyp       test-set translations;  OUT/summary.json  timings and scores
+
+OUT must be new, empty or an earlier pipeline's directory; one pipeline at a time writes it.
 """
 
 from __future__ import annotations
@@ -15,10 +17,35 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from nmt_bert.atomic import atomic_file, check_not_cwd
 from nmt_bert.config import Config, config_to_dict
+from nmt_bert.errors import UserError
+from nmt_bert.locks import LOCK_FILE, exclusive
 from nmt_bert.metrics import score_files
 from nmt_bert.prepared import load_prepared
-from nmt_bert.textio import atomic_file, write_lines
+from nmt_bert.run_dir import RunDir
+from nmt_bert.textio import write_lines
+
+ENTRIES = {"data", "run", "test.hyp", "summary.json", LOCK_FILE}
+
+
+def check_pipeline_dir(out: Path) -> None:
+    """OUT may be absent, empty, or hold only what a pipeline writes there (and its temporaries)."""
+    check_not_cwd(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; give a directory name")
+    if not out.is_dir():
+        return
+    foreign = sorted(p.name for p in out.iterdir()
+                     if p.name not in ENTRIES and not _our_temporary(p.name))
+    if foreign:
+        raise UserError(f"--out {out}: holds files a pipeline did not write ({', '.join(foreign[:3])}"
+                        f"{', ...' if len(foreign) > 3 else ''}); nothing was changed. Choose "
+                        "another directory")
+
+
+def _our_temporary(name: str) -> bool:
+    return any(name.startswith(f".{entry}.") for entry in ENTRIES)
 
 
 def _prepared_matches(data_dir: Path, config: Config) -> bool:
@@ -34,14 +61,20 @@ def _prepared_matches(data_dir: Path, config: Config) -> bool:
 def run_pipeline(out: Path, config: Config, device: str = "auto",
                  console: Console | None = None) -> dict:
     """Run every step not already done under `out`; returns the summary it also writes."""
+    console = console or Console(stderr=True)
+    out = Path(out)
+    check_pipeline_dir(out)
+    with exclusive(out):
+        return _run_pipeline(out, config, device, console)
+
+
+def _run_pipeline(out: Path, config: Config, device: str, console: Console) -> dict:
     from nmt_bert.corpora import CorpusSpec
     from nmt_bert.prepare import prepare
     from nmt_bert.training import train
     from nmt_bert.translator import Translator
 
-    console = console or Console(stderr=True)
-    out = Path(out)
-    data_dir, run_dir = out / "data", out / "run"
+    data_dir, run = out / "data", RunDir(out / "run")
     timings: dict[str, float] = {}
 
     start = time.perf_counter()
@@ -52,15 +85,14 @@ def run_pipeline(out: Path, config: Config, device: str = "auto",
     timings["prepare"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    if (run_dir / "checkpoints" / "last" / "trainer_state.pt").exists() and \
-            not (run_dir / "finished.json").exists():
-        train(None, run_dir, None, device=device, resume=True)
-    elif not (run_dir / "finished.json").exists():
-        train(data_dir, run_dir, config, device=device)
+    if run.resumable() is not None and not run.finished:
+        train(None, run.path, None, device=device, resume=True)
+    elif not run.finished:
+        train(data_dir, run.path, config, device=device)
     timings["train"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    translator = Translator.from_checkpoint(run_dir, device=device)
+    translator = Translator.from_checkpoint(run.path, device=device)
     sources = (data_dir / "test.src").read_text(encoding="utf-8").splitlines()
     hyps = [t.text for t in translator.translate(sources)]
     write_lines(out / "test.hyp", hyps)

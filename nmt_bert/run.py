@@ -1,11 +1,4 @@
-"""A training run's directory and what it is built from: model, vocabularies, data, logs.
-
-    RUN/config.yaml        resolved config (what --resume continues with)
-    RUN/run.json           data directory and encoder fingerprint (the cache key's source)
-    RUN/source_vocab.json  the pruned encoder vocabulary
-    RUN/train.log          plain log;  RUN/metrics.jsonl  one JSON object per log/eval line
-    RUN/checkpoints/       best/, last/ (resumable), step-N/ (for averaging)
-"""
+"""What a training run is built from: model, vocabularies, data, logs (layout: run_dir.py)."""
 
 from __future__ import annotations
 
@@ -18,35 +11,55 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from nmt_bert.atomic import atomic_file
 from nmt_bert.checkpoint import Assets, drop_pooler, load_checkpoint
 from nmt_bert.config import Config, config_from_dict, read_yaml, save_config
 from nmt_bert.data import TokenData
 from nmt_bert.errors import UserError
 from nmt_bert.model import Seq2Seq, prune_embeddings, truncate_encoder
 from nmt_bert.prepared import load_prepared
+from nmt_bert.run_dir import RunDir
 from nmt_bert.vocab import SourceVocab, TargetVocab
 
 
 class RunLog:
     """Writes human lines to train.log (and the console) and records to metrics.jsonl."""
 
-    def __init__(self, run_dir: Path, console: Console | None = None, enabled: bool = True):
-        self.run_dir, self.enabled = run_dir, enabled
+    def __init__(self, run: RunDir, console: Console | None = None, enabled: bool = True):
+        self.run, self.enabled = run, enabled
         self.console = console or Console(stderr=True)
 
     def info(self, message: str) -> None:
         if not self.enabled:
             return
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.run_dir / "train.log", "a", encoding="utf-8") as f:
+        with open(self.run.log_file, "a", encoding="utf-8") as f:
             f.write(f"{stamp} {message}\n")
         self.console.print(message, highlight=False)
 
     def record(self, **fields) -> None:
         if not self.enabled:
             return
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+        with open(self.run.metrics, "a", encoding="utf-8") as f:
             f.write(json.dumps({"time": round(time.time(), 3), **fields}) + "\n")
+
+    def drop_after(self, step: int) -> int:
+        """Remove records of steps after `step` (replayed after a resume); return how many."""
+        if not self.enabled or not self.run.metrics.exists():
+            return 0
+        lines = self.run.metrics.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if line.strip() and _step(line) <= step]
+        if len(kept) != len(lines):
+            with atomic_file(self.run.metrics) as f:
+                f.write("".join(line + "\n" for line in kept))
+        return len(lines) - len(kept)
+
+
+def _step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", -1))
+    except (ValueError, TypeError, AttributeError):
+        return -1  # a damaged line (a kill mid-write) is kept as it is
 
 
 @dataclass
@@ -85,34 +98,26 @@ def reconcile_encoder(config: Config, data_dir: Path, log: RunLog | None = None)
     return replace(config, model=replace(config.model, encoder=prepared_encoder))
 
 
-def create_run(run_dir: Path, data_dir: Path, config: Config) -> None:
-    if (run_dir / "checkpoints").exists():
-        raise UserError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} "
-                        "or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
-    (run_dir / "run.json").write_text(json.dumps({"data_dir": str(Path(data_dir).resolve())}))
+def create_run(run: RunDir, data_dir: Path, config: Config, log=None) -> None:
+    """Start a new run in `run` (hold its lock): refuses a directory that is not ours."""
+    run.prepare_new(data_dir, log)
+    save_config(config, run.config)
+    run.write_info({"data_dir": str(Path(data_dir).resolve())})
 
 
-def read_run(run_dir: Path) -> tuple[Config, Path, dict]:
-    if not (run_dir / "run.json").exists():
-        raise UserError(f"{run_dir}: not a run directory (no run.json); start one with --data/--out")
-    try:
-        info = json.loads((run_dir / "run.json").read_text())
-        data_dir = Path(info["data_dir"])
-    except (ValueError, KeyError, TypeError):
-        raise UserError(f"{run_dir / 'run.json'}: damaged run description (no data_dir)") from None
-    config = config_from_dict(read_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
-    return config, data_dir, info
+def read_run(run: RunDir) -> tuple[Config, Path, dict]:
+    info = run.read_info()
+    config = config_from_dict(read_yaml(run.config), str(run.config))
+    return config, Path(info["data_dir"]), info
 
 
-def build(run_dir: Path, data_dir: Path, config: Config, resume_from: Path | None,
+def build(run: RunDir, data_dir: Path, config: Config, resume_from: Path | None,
           log: RunLog) -> RunSetup:
     """Model, vocabularies and token data for a new run, or rebuilt from a checkpoint."""
     from nmt_bert.encoders import encoder_fingerprint, load_encoder
 
     prepared = load_prepared(data_dir)
-    info = json.loads((run_dir / "run.json").read_text())
+    info = run.read_info()
     train_split, dev_split = prepared.split("train"), prepared.split("dev")
     target_vocab = TargetVocab(prepared.spm_path)
     if resume_from is not None:
@@ -139,9 +144,9 @@ def build(run_dir: Path, data_dir: Path, config: Config, resume_from: Path | Non
             source_vocab = SourceVocab(original, tokenizer.unk_token_id)
         torch.manual_seed(config.train.seed)
         model = Seq2Seq(encoder, config.model, len(target_vocab))
-        source_vocab.save(run_dir / "source_vocab.json")
+        source_vocab.save(run.source_vocab)
         info["encoder_fingerprint"] = fingerprint
-        (run_dir / "run.json").write_text(json.dumps(info, indent=2))
+        run.write_info(info)
     lookup = source_vocab.lookup_table()
     assets = Assets(prepared.tokenizer_dir, prepared.spm_path, source_vocab)
     return RunSetup(config, model, tokenizer, source_vocab, target_vocab,

@@ -8,15 +8,17 @@ loss and BLEU, a resumable `last` checkpoint and, when BLEU improves, `best`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from rich.console import Console
 
 from nmt_bert import distributed as dist
-from nmt_bert.checkpoint import find_resumable, load_trainer_state, save_checkpoint
+from nmt_bert.checkpoint import WEIGHTS, load_trainer_state, save_checkpoint
 from nmt_bert.config import Config
 from nmt_bert.data import Batch, token_batches
 from nmt_bert.devices import autocast_context, resolve_device
@@ -29,6 +31,7 @@ from nmt_bert.optim import lr_factor, make_optimizer, set_lr
 from nmt_bert.progress import TrainProgress
 from nmt_bert.run import (RunLog, RunSetup, build, count_parameters, create_run, read_run,
                           reconcile_encoder, seed_everything)
+from nmt_bert.run_dir import RunDir
 from nmt_bert.validation import validate
 from nmt_bert.averaging import prune_snapshots
 
@@ -52,8 +55,8 @@ class TrainState:
 
 
 class Trainer:
-    def __init__(self, setup: RunSetup, run_dir: Path, device: torch.device, log: RunLog):
-        self.s, self.run_dir, self.device, self.log = setup, run_dir, device, log
+    def __init__(self, setup: RunSetup, run: RunDir, device: torch.device, log: RunLog):
+        self.setup, self.run_dir, self.device, self.log = setup, run, device, log
         self.cfg = setup.config.train
         self.model = setup.model.to(device)
         self.state = TrainState()
@@ -73,7 +76,7 @@ class Trainer:
         self.cache = None
         if stage == 1 and self.cfg.cache_encoder:
             self.cache = dist.on_rank0_first(lambda: build_or_load(
-                self.s.data_dir / "cache", self.model, self.s.train_data, self.s.fingerprint,
+                self.setup.data_dir / "cache", self.model, self.setup.train_data, self.setup.fingerprint,
                 self.cfg.cache_dtype, self.device, log=self.log.info))
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         self.log.info(f"stage {stage}: {self.stage_steps(stage)} steps, encoder "
@@ -82,7 +85,7 @@ class Trainer:
 
     # --- data -------------------------------------------------------------------------
     def next_batch(self) -> Batch:
-        data = self.s.train_data
+        data = self.setup.train_data
         while True:
             if not self.batches:
                 self.batches = dist.shard(token_batches(
@@ -139,26 +142,35 @@ class Trainer:
     def save(self, name: str, meta: dict, resumable: bool) -> None:
         if not dist.is_rank0():
             return
-        save_checkpoint(self.run_dir / "checkpoints" / name, self.model, self.s.config,
-                        self.s.assets, {**meta, "step": self.state.global_step,
-                                        "stage": self.state.stage},
-                        self.trainer_state() if resumable else None)
+        try:
+            save_checkpoint(self.run_dir.checkpoint(name), self.model, self.setup.config,
+                            self.setup.assets, {**meta, "step": self.state.global_step,
+                                                "stage": self.state.stage},
+                            self.trainer_state() if resumable else None)
+        except OSError as err:  # a full disk, most often: say how to go on from here
+            where = err.filename or self.run_dir.checkpoint(name)
+            then = (f"continue with --resume {self.run_dir.path}" if self.run_dir.resumable()
+                    else f"start again with --out {self.run_dir.path}")
+            raise UserError(f"{where}: cannot write the checkpoint ({err.strerror or err}); "
+                            f"free space, then {then}") from None
 
     def restore(self, path: Path) -> None:
         saved = load_trainer_state(path)
         self.state = TrainState(**saved["state"])
+        replayed = self.log.drop_after(self.state.global_step)
         self.enter_stage(self.state.stage)
         self.optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["rng"])
         self.log.info(f"resumed at stage {self.state.stage}, step {self.state.step} "
-                      f"(epoch {self.state.epoch}, batch {self.state.position})")
+                      f"(epoch {self.state.epoch}, batch {self.state.position})"
+                      + (f"; {replayed} records after the checkpoint dropped" if replayed else ""))
 
     def evaluate(self) -> bool:
         """Dev loss and BLEU, checkpoints; returns True when early stopping says stop."""
         digest = dist.check_replicas(self.model)
         if digest is not None:
             self.log.info(f"{dist.world_size()} replicas identical (weights sha256 {digest[:16]})")
-        scores = validate(self.model, self.s, self.device, self.cfg.valid_beam)
+        scores = validate(self.model, self.setup, self.device, self.cfg.valid_beam)
         if self.state.stage == 2 and self.state.best_bleu > 1 and \
                 scores["bleu"] < COLLAPSE * self.state.best_bleu:
             self.roll_back(f"dev BLEU collapsed from {self.state.best_bleu:.2f} to {scores['bleu']:.2f}")
@@ -173,8 +185,8 @@ class Trainer:
         if improved:
             self.save("best", meta, resumable=False)
         if self.cfg.average_last > 0:
-            self.save(f"step-{self.state.global_step:07d}", meta, resumable=False)
-            prune_snapshots(self.run_dir / "checkpoints", self.cfg.average_last)
+            self.save(self.run_dir.snapshot_name(self.state.global_step), meta, resumable=False)
+            prune_snapshots(self.run_dir, self.cfg.average_last)
         self.log.record(kind="eval", stage=self.state.stage, step=self.state.global_step, **scores)
         self.log.info(f"eval step {self.state.global_step}: dev loss {scores['loss']:.3f} "
                       f"BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f}"
@@ -187,12 +199,12 @@ class Trainer:
 
         from nmt_bert.config import save_config
 
-        best = self.run_dir / "checkpoints" / "best" / "model.safetensors"
+        best = self.run_dir.checkpoint("best") / WEIGHTS
         if self.state.stage != 2 or not best.exists() or self.state.rollbacks >= MAX_ROLLBACKS:
             raise UserError(f"{reason}; lower train.lr / train.encoder_lr or check the data")
         self.model.load_state_dict(load_file(str(best)))
         self.cfg.encoder_lr *= 0.5
-        save_config(self.s.config, self.run_dir / "config.yaml")  # a resumed run keeps it
+        save_config(self.setup.config, self.run_dir.config)  # a resumed run keeps it
         self.state.rollbacks += 1
         self.state.bad_in_a_row = 0
         self.enter_stage(2)
@@ -247,24 +259,43 @@ class Trainer:
 
 def train(data_dir: Path | None, run_dir: Path, config: Config | None, device: str = "auto",
           resume: bool = False) -> Path:
-    """Train a new run (data_dir + config) or resume one; returns the run directory."""
-    run_dir = Path(run_dir)
+    """Train a new run (data_dir + config) or resume one; returns the run directory.
+
+    One process writes a run: the run's lock is held throughout (rank 0 under torchrun).
+    """
+    run = RunDir(run_dir)
     dist.init()
+    try:
+        if not resume:
+            config = reconcile_encoder(config, Path(data_dir))
+            if dist.is_rank0():
+                run.check_new(data_dir)  # before creating anything
+        with run.lock() if dist.is_rank0() else contextlib.nullcontext():
+            _train_locked(run, data_dir, config, device, resume)
+    finally:
+        dist.cleanup()
+    return run.path
+
+
+def _train_locked(run: RunDir, data_dir: Path | None, config: Config | None, device: str,
+                  resume: bool) -> None:
     if resume:
-        config, data_dir, _ = read_run(run_dir)
-    else:
-        config = reconcile_encoder(config, Path(data_dir))
-        if dist.is_rank0():
-            create_run(run_dir, data_dir, config)
+        config, data_dir, _ = read_run(run)
+        last = run.resumable()
+        if last is None:
+            raise UserError(f"{run.path}: no resumable checkpoint yet (the run stopped before "
+                            f"its first checkpoint); start it again: nmt-bert train --data "
+                            f"{data_dir} --out {run.path}")
+    elif dist.is_rank0():
+        create_run(run, data_dir, config, log=Console(stderr=True).print)
     dist.barrier()
-    log = RunLog(run_dir, enabled=dist.is_rank0())
+    log = RunLog(run, enabled=dist.is_rank0())
     torch_device = dist.rank_device(resolve_device(device))
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
     seed_everything(config.train.seed)
-    last = find_resumable(run_dir) if resume else None
-    setup = build(run_dir, Path(data_dir), config, last, log)
-    trainer = Trainer(setup, run_dir, torch_device, log)
+    setup = build(run, Path(data_dir), config, last if resume else None, log)
+    trainer = Trainer(setup, run, torch_device, log)
     if resume:
         trainer.restore(last)
     started = time.perf_counter()
@@ -273,12 +304,9 @@ def train(data_dir: Path | None, run_dir: Path, config: Config | None, device: s
         with trainer.interrupts.installed():
             trainer.run()
             if dist.is_rank0():
-                finish(run_dir, trainer, time.perf_counter() - started)
+                finish(run, trainer, time.perf_counter() - started)
     except KeyboardInterrupt:
         if trainer.optimizer is not None:
             trainer.save("last", {"interrupted": True}, resumable=True)
-            log.info(f"interrupted: checkpoint saved; continue with --resume {run_dir}")
+            log.info(f"interrupted: checkpoint saved; continue with --resume {run.path}")
         raise
-    finally:
-        dist.cleanup()
-    return run_dir

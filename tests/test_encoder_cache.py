@@ -9,13 +9,15 @@ from nmt_bert.data import token_batches
 from nmt_bert.encoder_cache import build_or_load, cache_key
 from nmt_bert.model import label_smoothed_loss
 from nmt_bert.run import RunLog, build, create_run
+from nmt_bert.run_dir import RunDir
 
 
 @pytest.fixture
 def setup(tmp_path, tiny_prepared_dir, tiny_encoder_dir):
     config = tiny_config(tiny_encoder_dir)
-    create_run(tmp_path / "run", tiny_prepared_dir, config)
-    s = build(tmp_path / "run", tiny_prepared_dir, config, None, RunLog(tmp_path / "run", enabled=False))
+    run = RunDir(tmp_path / "run")
+    create_run(run, tiny_prepared_dir, config)
+    s = build(run, tiny_prepared_dir, config, None, RunLog(run, enabled=False))
     s.model.freeze_encoder(True)
     s.model.eval()
     return s

@@ -86,6 +86,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, straight_run
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed at stage 1, step 10" in resumed.stderr
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows if r["kind"] == "train"]
+    assert steps == list(range(1, 41))  # the steps replayed after the checkpoint: once each
     a, b = final_losses(straight_run), final_losses(run)
     assert sorted(a) == sorted(b) == list(range(1, 41))
     assert max(abs(a[s] - b[s]) for s in a) <= 1e-6
