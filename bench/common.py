@@ -186,14 +186,14 @@ def sync(device) -> None:
 def token_data(data_dir: Path, split: str = "train", lookup: np.ndarray | None = None):
     """A prepared split as nmt-bert TokenData; `lookup` maps encoder ids to embedding rows
     (None: identity, i.e. the unpruned encoder a Hugging Face peer uses)."""
-    from transformers import AutoTokenizer
+    from nmt_bert.encoders import load_local_tokenizer
 
     from nmt_bert.data import TokenData
     from nmt_bert.prepared import load_prepared
 
     prepared = load_prepared(data_dir)
     if lookup is None:
-        lookup = np.arange(len(AutoTokenizer.from_pretrained(prepared.tokenizer_dir)), dtype=np.int64)
+        lookup = np.arange(len(load_local_tokenizer(prepared.tokenizer_dir)), dtype=np.int64)
     return TokenData.from_dataset(prepared.split(split), lookup)
 
 

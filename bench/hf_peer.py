@@ -115,7 +115,7 @@ def main() -> None:
     if args.data is None:
         p.error("--data is required (or --smoke)")
     common.set_threads(args.threads)
-    from transformers import AutoTokenizer
+    from nmt_bert.encoders import load_local_tokenizer
 
     from nmt_bert.encoders import load_encoder
     from nmt_bert.prepared import load_prepared
@@ -140,7 +140,7 @@ def main() -> None:
     print(f"trained {trained['steps']} steps in {trained['seconds']} s "
           f"({trained['tokens_per_s']:.0f} src+tgt tok/s)")
 
-    tokenizer = AutoTokenizer.from_pretrained(prepared.tokenizer_dir)
+    tokenizer = load_local_tokenizer(prepared.tokenizer_dir)
     lines = common.read_lines(prepared.source_file("test"), args.limit)
     max_source = ec.max_position_embeddings - OFFSET_POSITIONS.get(ec.model_type, 0)
     start = time.perf_counter()

@@ -10,8 +10,9 @@
     trainer_state.pt       optimizer, schedule, RNG and data position (resumable checkpoints)
 
 Directories are written under a temporary name and renamed, so a killed run never leaves a
-checkpoint that looks complete but is not. Weights are read with safetensors only and the
-trainer state with `torch.load(weights_only=True)`.
+checkpoint that looks complete but is not. Nothing in a checkpoint can run code: weights are
+read with safetensors only, the trainer state with `torch.load(weights_only=True)`, the
+tokenizer with remote code refused (`encoders.load_local_tokenizer`) and the rest as JSON/YAML.
 """
 
 from __future__ import annotations
@@ -27,14 +28,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from nmt_bert.config import Config, config_from_dict, read_yaml, save_config
-from nmt_bert.errors import UserError
+from nmt_bert.errors import UserError, first_line
 from nmt_bert.model import Seq2Seq
-from nmt_bert.textio import atomic_dir
+from nmt_bert.atomic import atomic_dir
 from nmt_bert.vocab import SourceVocab, TargetVocab
 
 FORMAT_VERSION = 1
-REQUIRED = ("model.safetensors", "config.yaml", "encoder_config.json", "encoder_tokenizer",
-            "source_vocab.json", "spm.model", "meta.json")
+WEIGHTS, TRAINER_STATE, META = "model.safetensors", "trainer_state.pt", "meta.json"
+REQUIRED = (WEIGHTS, "config.yaml", "encoder_config.json", "encoder_tokenizer",
+            "source_vocab.json", "spm.model", META)
 
 
 @dataclass
@@ -59,17 +61,21 @@ class Checkpoint:
 
 def save_checkpoint(path: Path, model: Seq2Seq, config: Config, assets: Assets, meta: dict,
                     trainer_state: dict | None = None) -> None:
-    with atomic_dir(path) as tmp:
+    with atomic_dir(path, ours=is_checkpoint, what="an nmt-bert checkpoint") as tmp:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"))
+        save_file(state, str(tmp / WEIGHTS))
         save_config(config, tmp / "config.yaml")
         (tmp / "encoder_config.json").write_text(model.encoder.config.to_json_string())
         shutil.copytree(assets.tokenizer_dir, tmp / "encoder_tokenizer")
         shutil.copy(assets.spm_path, tmp / "spm.model")
         assets.source_vocab.save(tmp / "source_vocab.json")
-        (tmp / "meta.json").write_text(json.dumps({"format": FORMAT_VERSION, **meta}, indent=2))
+        (tmp / META).write_text(json.dumps({"format": FORMAT_VERSION, **meta}, indent=2))
         if trainer_state is not None:
-            torch.save(trainer_state, tmp / "trainer_state.pt")
+            torch.save(trainer_state, tmp / TRAINER_STATE)
+
+
+def is_checkpoint(path: Path) -> bool:
+    return (Path(path) / WEIGHTS).is_file() and (Path(path) / META).is_file()
 
 
 def resolve_checkpoint_dir(path: Path) -> Path:
@@ -79,32 +85,41 @@ def resolve_checkpoint_dir(path: Path) -> Path:
         raise UserError(f"{path}: model directory not found")
     if not path.is_dir():
         raise UserError(f"{path}: expected a run or checkpoint directory, got a file")
-    if (path / "model.safetensors").exists():
+    from nmt_bert.run_dir import RunDir
+
+    if (path / WEIGHTS).exists():
         return path
-    for name in ("best", "last"):
-        if (path / "checkpoints" / name / "model.safetensors").exists():
-            return path / "checkpoints" / name
-    raise UserError(f"{path}: no checkpoint here (expected model.safetensors or checkpoints/best)")
+    found = RunDir(path).best_or_last()
+    if found is None:
+        raise UserError(f"{path}: no checkpoint here (expected {WEIGHTS} or a run directory "
+                        "with checkpoints/best)")
+    return found
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Rebuild the model from the checkpoint's own files; errors name the broken file."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel
+
+    from nmt_bert.encoders import load_local_tokenizer
 
     path = resolve_checkpoint_dir(path)
     missing = [name for name in REQUIRED if not (path / name).exists()]
     if missing:
         raise UserError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
     config = config_from_dict(read_yaml(path / "config.yaml"), str(path / "config.yaml"))
+    enc_config = read_json(path / "encoder_config.json", "encoder configuration")
     try:
-        enc_config = json.loads((path / "encoder_config.json").read_text())
-        encoder = AutoModel.from_config(AutoConfig.for_model(**enc_config))
+        # Only architectures transformers itself defines: an auto_map naming code is ignored.
+        enc_config.pop("auto_map", None)
+        encoder = AutoModel.from_config(AutoConfig.for_model(**enc_config),
+                                        trust_remote_code=False)
     except (ValueError, KeyError, TypeError) as err:
-        raise UserError(f"{path / 'encoder_config.json'}: cannot rebuild the encoder ({err})") from None
+        raise UserError(f"{path / 'encoder_config.json'}: cannot rebuild the encoder "
+                        f"({first_line(err)})") from None
     drop_pooler(encoder)
     target_vocab = TargetVocab(path / "spm.model")
     model = Seq2Seq(encoder, config.model, len(target_vocab))
-    weights = path / "model.safetensors"
+    weights = path / WEIGHTS
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as err:
@@ -115,30 +130,33 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> Checkpoin
         first = str(err).strip().splitlines()[:2]
         raise UserError(f"{weights}: weights do not match the checkpoint's config: "
                         f"{' '.join(line.strip() for line in first)}") from None
-    tokenizer = AutoTokenizer.from_pretrained(path / "encoder_tokenizer")
-    meta = json.loads((path / "meta.json").read_text())
+    tokenizer = load_local_tokenizer(path / "encoder_tokenizer")
+    meta = read_json(path / META, "checkpoint description")
     model.to(device).eval()
     return Checkpoint(model, config, tokenizer, SourceVocab.load(path / "source_vocab.json"),
                       target_vocab, meta, path)
 
 
-def find_resumable(run_dir: Path) -> Path:
-    """checkpoints/last, or the previous one if a kill landed between the two renames."""
-    checkpoints = Path(run_dir) / "checkpoints"
-    for candidate in (checkpoints / "last", checkpoints / ".last.old"):
-        if (candidate / "trainer_state.pt").exists():
-            return candidate
-    raise UserError(f"{run_dir}: no resumable checkpoint yet (checkpoints/last missing)")
-
-
 def load_trainer_state(path: Path) -> dict:
-    file = Path(path) / "trainer_state.pt"
+    file = Path(path) / TRAINER_STATE
     if not file.exists():
         raise UserError(f"{path}: checkpoint has no trainer_state.pt, cannot resume from it")
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise UserError(f"{file}: unreadable trainer state ({type(err).__name__})") from None
+        raise UserError(f"{file}: unreadable trainer state ({type(err).__name__}: "
+                        f"{first_line(err)})") from None
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A JSON object from one of our files; UserError naming the file when it is not one."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: unreadable {what} ({first_line(err)})") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: unreadable {what} (expected a JSON object)")
+    return value
 
 
 def drop_pooler(encoder: torch.nn.Module) -> None:

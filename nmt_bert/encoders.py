@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nmt_bert.errors import UserError
+from nmt_bert.errors import UserError, first_line
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -111,6 +112,35 @@ def _tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+
+
+def load_local_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
+    """A tokenizer saved inside one of our directories (checkpoint, prepared data, export).
+
+    Such directories may come from anywhere, so nothing in them may run code: a config that
+    asks for custom code (`auto_map`) is refused with one line before transformers sees it,
+    and remote code stays disabled. Any other failure is one line naming the directory.
+    """
+    from transformers import AutoTokenizer
+
+    directory = Path(directory)
+    for name in ("tokenizer_config.json", "config.json"):
+        config = directory / name
+        if not config.is_file():
+            continue
+        try:
+            asks_for_code = "auto_map" in json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, TypeError) as err:
+            raise UserError(f"{config}: unreadable tokenizer configuration "
+                            f"({first_line(err)})") from None
+        if asks_for_code:
+            raise UserError(f"{config}: the tokenizer asks to run custom code (auto_map); "
+                            "nmt-bert never runs code from a model directory")
+    try:
+        return AutoTokenizer.from_pretrained(directory, trust_remote_code=False,
+                                             local_files_only=True)
+    except Exception as err:  # noqa: BLE001 - tokenizers raises plain Exceptions too
+        raise UserError(f"{directory}: unreadable tokenizer ({first_line(err)})") from None
 
 
 @contextlib.contextmanager
