@@ -1,5 +1,7 @@
 """`python -m nmt_bert ...` (also the entry point for `torchrun -m nmt_bert train ...`)."""
 
-from nmt_bert.cli import app
+import sys
 
-app()
+from nmt_bert.cli import run
+
+sys.exit(run())

@@ -2,12 +2,18 @@
 
 This is the only module that imports typer. Errors the user can fix (UserError) print one
 line and exit 1; anything else prints one line too unless --debug asks for the traceback.
+Usage errors are one line as well (exit 2), and SIGTERM stops any command as Ctrl-C does:
+temporaries are removed and finished outputs stay as they were.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Callable, Optional, TypeVar
 
@@ -15,7 +21,17 @@ import typer
 from rich.console import Console
 
 from nmt_bert import __version__
-from nmt_bert.errors import UserError
+from nmt_bert.errors import UserError, first_line
+
+try:  # recent typer releases carry their own copy of click
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors
+
+# Library progress bars (weights loading, dataset maps) are not ours to show: our own bars
+# and summaries say what happens. Set before transformers or datasets are imported.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 app = typer.Typer(
     name="nmt-bert",
@@ -64,12 +80,20 @@ def friendly_errors(fn: F) -> F:
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort):
             raise
+        except OSError as err:  # disk full, permissions, a vanished file: name the file
+            if _state["debug"]:
+                raise
+            where = f"{err.filename}: " if err.filename else ""
+            reason = err.strerror or first_line(err)
+            err_console.print(f"[bold red]error:[/] {where}{reason}", highlight=False,
+                              soft_wrap=True)
+            raise typer.Exit(1) from None
         except Exception as err:  # noqa: BLE001 - the user gets one line, --debug the rest
             if _state["debug"]:
                 raise
             err_console.print(
-                f"[bold red]error:[/] {type(err).__name__}: {err} (rerun with --debug for details)",
-                highlight=False, soft_wrap=True,
+                f"[bold red]error:[/] {type(err).__name__}: {first_line(err)} "
+                "(rerun with --debug for details)", highlight=False, soft_wrap=True,
             )
             raise typer.Exit(2) from None
 
@@ -91,6 +115,19 @@ def main(
 ) -> None:
     """Prepare corpora, train a BERT-encoder translation model, translate and score."""
     _state["debug"] = debug
+    if not debug:  # library warnings are for developers; --debug shows them
+        for category in (UserWarning, FutureWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", category=category)
+    _stop_on_sigterm()
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler, `kill`) ends a command as Ctrl-C does (train installs its own)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def _config(recipe: Optional[Path], overrides: Optional[list[str]], seed: Optional[int] = None):
@@ -181,8 +218,9 @@ def score(
     min_chrf: Annotated[Optional[float], typer.Option(help="Exit 1 if chrF is below this.")] = None,
 ) -> None:
     """BLEU, chrF and TER through sacreBLEU, with signatures; a CI quality gate."""
-    from nmt_bert.metrics import check_thresholds, format_report, score_files
+    from nmt_bert.metrics import check_gate_values, check_thresholds, format_report, score_files
 
+    check_gate_values(min_bleu=min_bleu, min_chrf=min_chrf)  # before any work: nan never passes
     report = score_files(hypothesis, references)
     typer.echo(report.to_json() if json_ else format_report(report))
     failures = check_thresholds(report, min_bleu=min_bleu, min_chrf=min_chrf)
@@ -206,5 +244,28 @@ def pipeline(
     run_pipeline(out, _config(recipe, set_), device=device)
 
 
+def run(argv: list[str] | None = None) -> int:
+    """The `nmt-bert` entry point: the app, with usage errors as one line and exit 2."""
+    try:
+        result = app(args=argv, prog_name="nmt-bert", standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as err:  # rich has printed the help already
+        if err.format_message().strip():
+            typer.echo(err.format_message())
+        return 0
+    except click_errors.UsageError as err:
+        command = err.ctx.command_path if err.ctx is not None else "nmt-bert"
+        err_console.print(f"[bold red]error:[/] {first_line(err.format_message())} "
+                          f"(see {command} --help)", highlight=False, soft_wrap=True)
+        return 2
+    except click_errors.ClickException as err:
+        err_console.print(f"[bold red]error:[/] {first_line(err.format_message())}",
+                          highlight=False, soft_wrap=True)
+        return err.exit_code
+    except typer.Abort:
+        err_console.print("[yellow]aborted[/]")
+        return 1
+    return result if isinstance(result, int) else 0
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    sys.exit(run())
