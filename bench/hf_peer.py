@@ -119,7 +119,7 @@ def main() -> None:
 
     from nmt_bert.encoders import load_encoder
     from nmt_bert.prepared import load_prepared
-    from nmt_bert.translator import OFFSET_POSITIONS
+    from nmt_bert.encoders import OFFSET_POSITIONS
     from nmt_bert.vocab import TargetVocab
     from peer import build_peer
 

@@ -67,14 +67,15 @@ def _step_tokens(data, group) -> tuple[int, int]:
 
 
 def _setup(data: str, config, run_dir: Path):
-    """The product's run construction: create_run + build (encoder loaded, pruned, model made)."""
+    """The product's run construction: RunDir.create + build (encoder loaded, pruned, model made)."""
     from rich.console import Console
 
-    from nmt_bert.run import RunLog, build, create_run, seed_everything
     from nmt_bert.run_dir import RunDir
+    from nmt_bert.run_log import RunLog
+    from nmt_bert.run_setup import build, seed_everything
 
     run = RunDir(run_dir)
-    create_run(run, Path(data), config)
+    run.create(Path(data), config)
     log = RunLog(run, console=Console(file=open(os.devnull, "w")))
     seed_everything(config.train.seed)
     return build(run, Path(data), config, None, log), log
@@ -109,7 +110,7 @@ def nmt_bert_system(system: str, data: str, config: dict, warmup: int, steps: in
     """Systems a-d: the product's Trainer.train_step() on the product's model."""
     from nmt_bert.config import config_from_dict
     from nmt_bert.encoder_cache import build_or_load
-    from nmt_bert.run import count_parameters
+    from nmt_bert.run_setup import count_parameters
     from nmt_bert.training import Trainer
 
     cfg = config_from_dict(config)

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from nmt_bert.config import Config, config_from_dict, read_yaml, save_config
 from nmt_bert.errors import UserError, first_line
+from nmt_bert.encoder_surgery import drop_pooler
 from nmt_bert.model import Seq2Seq
 from nmt_bert.atomic import atomic_dir
 from nmt_bert.vocab import SourceVocab, TargetVocab
@@ -157,9 +158,3 @@ def read_json(path: Path, what: str) -> dict:
     if not isinstance(value, dict):
         raise UserError(f"{path}: unreadable {what} (expected a JSON object)")
     return value
-
-
-def drop_pooler(encoder: torch.nn.Module) -> None:
-    """The pooler is unused for translation; dropping it keeps weights and optimizer smaller."""
-    if getattr(encoder, "pooler", None) is not None:
-        encoder.pooler = None

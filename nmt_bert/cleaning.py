@@ -28,8 +28,8 @@ from pathlib import Path
 from nmt_bert.config import DataConfig
 from nmt_bert.corpora import Corpus, Pair
 from nmt_bert.errors import UserError
+from nmt_bert.prepared import SPLITS
 
-SPLITS = ("train", "dev", "test")
 REASONS = ("empty", "too_short", "too_long_chars", "length_ratio", "duplicate",
            "overlaps_dev_test", "source_in_dev_test", "limit_train", "too_long_tokens",
            "exceeds_model_limits")

@@ -81,6 +81,9 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     cache_encoder: bool = True  # stage 1 reads encoder states from disk instead of recomputing
     cache_dtype: Literal["float16", "float32"] = "float16"  # halves the cache; loss moves < 1e-3
+    # where the stage-1 state cache lives ("" = $NMT_BERT_CACHE/encoder-states, see caches.py);
+    # never under the prepared data, which training only reads
+    cache_dir: str = ""
     freeze_embeddings_stage2: bool = True  # stage 2 trains the layers, not the word table
     eval_every: int = 500  # steps between dev loss + BLEU and checkpoints
     valid_beam: int = 1  # greedy during validation keeps it cheap; final scoring uses decode

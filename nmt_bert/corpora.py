@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from nmt_bert.errors import UserError
-from nmt_bert.textio import check_readable_file, count_lines, file_sha256, iter_lines
+from nmt_bert.hashing import file_sha256
+from nmt_bert.textio import check_readable_file, count_lines, iter_lines
 
 # Overridable (tests monkeypatch it): the corpus `prepare` uses when given no inputs.
 BUNDLED_CORPUS = Path(__file__).resolve().parents[1] / "data" / "bible-es-en"

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nmt_bert.model import EOS, PAD, shift_right
+from nmt_bert.special_tokens import BOS, EOS, PAD
 
 
 @dataclass
@@ -110,3 +110,10 @@ def _flat(dataset, column: str) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.asarray(array.offsets, dtype=np.int64)
     values = np.asarray(array.values, dtype=np.int64)
     return values[offsets[0]: offsets[-1]], offsets - offsets[0]
+
+
+def shift_right(labels: Tensor) -> Tensor:
+    """Decoder input: BOS followed by the labels without their last position. (B, T) -> (B, T)."""
+    start = torch.full_like(labels[:, :1], BOS)
+    shifted = torch.cat([start, labels[:, :-1]], dim=1)
+    return shifted.masked_fill(shifted == EOS, PAD)

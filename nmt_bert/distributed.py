@@ -65,14 +65,10 @@ def check_replicas(model: torch.nn.Module) -> str | None:
     """sha256 of this rank's weights; raises if any replica's differs (None when not DDP)."""
     if not td.is_initialized():
         return None
-    import hashlib
+    from nmt_bert.hashing import state_sha256
 
-    h = hashlib.sha256()
-    for name, p in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     digests: list = [None] * world_size()
-    td.all_gather_object(digests, h.hexdigest())
+    td.all_gather_object(digests, state_sha256(model))
     if len(set(digests)) != 1:
         raise RuntimeError(f"data-parallel replicas diverged: {digests}")
     return digests[0]

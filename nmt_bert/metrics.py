@@ -35,10 +35,15 @@ class ScoreReport:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
 
 
-def score_lines(hypotheses: list[str], references: list[list[str]]) -> list[MetricScore]:
-    """Corpus BLEU, chrF and TER of `hypotheses` against one or more reference streams."""
+METRICS = {"BLEU": BLEU, "chrF2": CHRF, "TER": TER}  # sacreBLEU's defaults, named as it names them
+
+
+def score_lines(hypotheses: list[str], references: list[list[str]],
+                names: tuple[str, ...] = ("BLEU", "chrF2", "TER")) -> list[MetricScore]:
+    """Corpus scores (BLEU, chrF and TER unless `names` picks fewer) of `hypotheses`
+    against one or more reference streams, each with its signature."""
     results = []
-    for metric in (BLEU(), CHRF(), TER()):
+    for metric in (METRICS[name]() for name in names):
         result = metric.corpus_score(hypotheses, references)
         results.append(MetricScore(result.name, float(result.score),
                                    str(metric.get_signature()), str(result)))

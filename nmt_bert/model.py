@@ -12,38 +12,71 @@ from torch import Tensor, nn
 
 from nmt_bert.config import ModelConfig
 from nmt_bert.decoder import Decoder, DecoderState
+from nmt_bert.special_tokens import PAD
 
-PAD, UNK, BOS, EOS = 0, 1, 2, 3  # target SentencePiece ids, fixed by `prepare`
 
 
 class Adapter(nn.Module):
     """Maps encoder states (B, S, E) to decoder memory (B, S, D).
 
-    "mlp": x = proj(h); LayerNorm(x + MLP(x)), proj only where E != D.
-    "linear": LayerNorm(Linear(h)). "none": identity, only valid when E == D.
+    A kind is a subclass named in ADAPTERS (and in ModelConfig.adapter): a new kind is one
+    class here and one name there.
     """
 
-    def __init__(self, kind: str, enc_dim: int, d_model: int, hidden: int, dropout: float):
+    def __init__(self, enc_dim: int, d_model: int, hidden: int, dropout: float):
         super().__init__()
-        if kind == "none" and enc_dim != d_model:
-            raise ValueError(
-                f"model.adapter=none needs encoder width ({enc_dim}) == model.d_model ({d_model})"
-            )
-        self.kind = kind
-        self.proj = nn.Linear(enc_dim, d_model) if enc_dim != d_model or kind == "linear" else nn.Identity()
-        self.mlp = None
-        if kind == "mlp":
-            self.mlp = nn.Sequential(
-                nn.Linear(d_model, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, d_model)
-            )
-        self.norm = nn.LayerNorm(d_model) if kind != "none" else nn.Identity()
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The dtype memory is computed in; None for a parameter-free adapter."""
+        return next((p.dtype for p in self.parameters()), None)
+
+
+class MlpAdapter(Adapter):
+    """x = proj(h); LayerNorm(x + MLP(x)); proj only where E != D."""
+
+    def __init__(self, enc_dim: int, d_model: int, hidden: int, dropout: float):
+        super().__init__(enc_dim, d_model, hidden, dropout)
+        self.proj = nn.Linear(enc_dim, d_model) if enc_dim != d_model else nn.Identity()
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, d_model)
+        )
+        self.norm = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, states: Tensor) -> Tensor:
         x = self.proj(states)
-        if self.mlp is not None:
-            x = x + self.drop(self.mlp(x))
-        return self.norm(x)
+        return self.norm(x + self.drop(self.mlp(x)))
+
+
+class LinearAdapter(Adapter):
+    """LayerNorm(Linear(h))."""
+
+    def __init__(self, enc_dim: int, d_model: int, hidden: int, dropout: float):
+        super().__init__(enc_dim, d_model, hidden, dropout)
+        self.proj = nn.Linear(enc_dim, d_model)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, states: Tensor) -> Tensor:
+        return self.norm(self.proj(states))
+
+
+class IdentityAdapter(Adapter):
+    """The encoder states themselves; only valid when E == D."""
+
+    def __init__(self, enc_dim: int, d_model: int, hidden: int, dropout: float):
+        super().__init__(enc_dim, d_model, hidden, dropout)
+        if enc_dim != d_model:
+            raise ValueError(
+                f"model.adapter=none needs encoder width ({enc_dim}) == model.d_model ({d_model})"
+            )
+
+    def forward(self, states: Tensor) -> Tensor:
+        return states
+
+
+ADAPTERS: dict[str, type[Adapter]] = {"mlp": MlpAdapter, "linear": LinearAdapter,
+                                      "none": IdentityAdapter}
 
 
 class Seq2Seq(nn.Module):
@@ -52,8 +85,8 @@ class Seq2Seq(nn.Module):
         self.config = config
         self.encoder = encoder
         enc_dim = encoder.config.hidden_size
-        self.adapter = Adapter(config.adapter, enc_dim, config.d_model, config.adapter_hidden,
-                               config.dropout)
+        self.adapter = ADAPTERS[config.adapter](enc_dim, config.d_model, config.adapter_hidden,
+                                                config.dropout)
         self.decoder = Decoder(tgt_vocab_size, config.d_model, config.decoder_layers, config.heads,
                                config.ffn_dim, config.dropout, config.max_target_positions, PAD)
         self.encoder_frozen = False
@@ -90,9 +123,17 @@ class Seq2Seq(nn.Module):
             states = self.encode_states(src_ids, src_mask)
         return self.decoder(tgt_in, self.start(states.to(self.adapter_dtype), src_mask))
 
+    def decayed_parameters(self) -> list[nn.Parameter]:
+        """The parameters that get weight decay, chosen by structure: every Linear weight
+        matrix and the decoder's learned position table. Biases, norms, the word tables and
+        the encoder's pretrained position/type tables get none (the measured recipes' rule)."""
+        linear = [m.weight for m in self.modules() if isinstance(m, nn.Linear)]
+        return linear + [self.decoder.positions.weight]
+
     @property
     def adapter_dtype(self) -> torch.dtype:
-        return next(self.adapter.norm.parameters(), next(self.decoder.parameters())).dtype
+        """The dtype encoder states are cast to before the adapter."""
+        return self.adapter.dtype or next(self.decoder.parameters()).dtype
 
 
 def label_smoothed_loss(logits: Tensor, labels: Tensor, smoothing: float) -> tuple[Tensor, Tensor]:
@@ -106,32 +147,3 @@ def label_smoothed_loss(logits: Tensor, labels: Tensor, smoothing: float) -> tup
                            label_smoothing=smoothing, reduction="sum")
     nll = F.cross_entropy(flat_logits, flat_labels, ignore_index=PAD, reduction="sum")
     return loss, nll
-
-
-def shift_right(labels: Tensor) -> Tensor:
-    """Decoder input: BOS followed by the labels without their last position. (B, T) -> (B, T)."""
-    start = torch.full_like(labels[:, :1], BOS)
-    shifted = torch.cat([start, labels[:, :-1]], dim=1)
-    return shifted.masked_fill(shifted == EOS, PAD)
-
-
-def truncate_encoder(encoder: nn.Module, layers: int) -> None:
-    """Keep the first `layers` Transformer layers of a BERT-style encoder (0 keeps all)."""
-    if layers <= 0:
-        return
-    stack = encoder.encoder.layer
-    if layers > len(stack):
-        raise ValueError(f"model.encoder_layers={layers} but the encoder has {len(stack)} layers")
-    encoder.encoder.layer = stack[:layers]
-    encoder.config.num_hidden_layers = layers
-
-
-def prune_embeddings(encoder: nn.Module, kept_ids: Tensor) -> None:
-    """Keep only the word-embedding rows in `kept_ids` (sorted original ids, shape (K,))."""
-    old = encoder.get_input_embeddings()
-    new = nn.Embedding(kept_ids.numel(), old.embedding_dim)
-    new.weight.data.copy_(old.weight.data.index_select(0, kept_ids))
-    encoder.set_input_embeddings(new)
-    encoder.config.vocab_size = kept_ids.numel()
-    if getattr(encoder.config, "pad_token_id", None) is not None:
-        encoder.config.pad_token_id = None  # ids are remapped; padding is masked, not looked up

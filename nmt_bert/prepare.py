@@ -37,6 +37,7 @@ from nmt_bert.config import Config, DataConfig, save_config
 from nmt_bert.corpora import CorpusSpec, Pair, open_corpus
 from nmt_bert.coverage import coverage
 from nmt_bert.errors import UserError
+from nmt_bert.special_tokens import BOS, EOS, PAD, UNK
 from nmt_bert.prepared import FORMAT, FORMAT_VERSION, is_prepared, summary_table
 from nmt_bert.textio import write_lines
 
@@ -139,7 +140,7 @@ def train_sentencepiece(train_path: Path, model_path: Path, data: DataConfig, se
     options = dict(
         vocab_size=data.tgt_vocab_size, model_type=data.sp_model_type,
         character_coverage=data.sp_character_coverage, input_sentence_size=sample,
-        shuffle_input_sentence=True, pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+        shuffle_input_sentence=True, pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
         num_threads=_cores(), minloglevel=2,
     )
     spm.set_random_generator_seed(seed)  # the sentence sample: same input, same model
@@ -252,7 +253,7 @@ def build_manifest(config: Config, inputs: list[dict], cleaned: CleanedCorpus, s
                     "unk_id": tokenizer.unk_token_id},
         "target_vocab": {"model": "spm.model", "type": config.data.sp_model_type,
                          "size": sp_size, "requested_size": config.data.tgt_vocab_size,
-                         "pad_id": 0, "unk_id": 1, "bos_id": 2, "eos_id": 3},
+                         "pad_id": PAD, "unk_id": UNK, "bos_id": BOS, "eos_id": EOS},
         "splits": {name: {"read": s.read, "kept": s.kept, "carved": name in cleaned.carved,
                           "dropped": s.drops_in_order()}
                    for name, s in cleaned.stats.items()},

@@ -140,3 +140,23 @@ def summary_table(manifest: dict[str, Any], title: str):
         table.add_row(label, *[cell(s, cover[name]) for name, s in splits.items()],
                       end_section=label in section_ends)
     return table
+
+
+def reconcile_encoder(config, data_dir: Path):
+    """The encoder must be the one whose tokenizer produced the prepared source ids.
+
+    A config that leaves model.encoder at its default takes the prepared data's encoder;
+    one that names another encoder explicitly is an error.
+    """
+    from dataclasses import replace
+
+    from nmt_bert.config import ModelConfig
+
+    prepared_encoder = load_prepared(data_dir).config_dict.get("model", {}).get("encoder")
+    if prepared_encoder is None or prepared_encoder == config.model.encoder:
+        return config
+    if config.model.encoder != ModelConfig().encoder:
+        raise UserError(f"{data_dir} was tokenized for encoder '{prepared_encoder}' but "
+                        f"model.encoder is '{config.model.encoder}'; prepare the data again "
+                        "with the same model.encoder")
+    return replace(config, model=replace(config.model, encoder=prepared_encoder))

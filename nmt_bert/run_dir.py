@@ -160,6 +160,21 @@ class RunDir:
             shutil.rmtree(self.checkpoints, ignore_errors=True)
         self.path.mkdir(parents=True, exist_ok=True)
 
+    def create(self, data_dir: Path, config, log=None) -> None:
+        """Start a new run here (hold `lock`): refuses a directory that is not ours."""
+        from nmt_bert.config import save_config
+
+        self.prepare_new(data_dir, log)
+        save_config(config, self.config)
+        self.write_info({"data_dir": str(Path(data_dir).resolve())})
+
+    def read(self):
+        """(config, data directory, run.json) of an existing run, for --resume."""
+        from nmt_bert.config import config_from_dict, read_yaml
+
+        info = self.read_info()
+        return config_from_dict(read_yaml(self.config), str(self.config)), Path(info["data_dir"]), info
+
     # --- one writer ---------------------------------------------------------------------
     def lock(self):
         """Hold the run's lock for a block (`locks.exclusive`): one writer per run."""

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nmt_bert.decoder import DecoderState
-from nmt_bert.model import BOS, EOS, PAD, Seq2Seq
+from nmt_bert.model import Seq2Seq
+from nmt_bert.special_tokens import BOS, EOS, PAD
 
 
 @dataclass

@@ -7,7 +7,6 @@ atomic (nmt_bert.atomic): an interrupted run never leaves a file that looks fini
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import zlib
 from collections.abc import Iterator
@@ -65,18 +64,6 @@ def count_lines(path: Path) -> int:
     except CORRUPT_GZIP as err:
         raise UserError(f"{path}: corrupt gzip data ({err})") from None
     return count + (last != b"\n")
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes; a directory (a saved dataset) hashes its files in name order."""
-    path = Path(path)
-    paths = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    digest = hashlib.sha256()
-    for p in paths:
-        with open(p, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _open_binary(path: Path) -> IO[bytes]:

@@ -17,13 +17,11 @@ import torch
 
 from nmt_bert.config import DecodeConfig, apply_override, validate
 from nmt_bert.devices import autocast_context, resolve_device
+from nmt_bert.encoders import encoder_max_tokens
 from nmt_bert.errors import UserError
 from nmt_bert.model import Seq2Seq
 from nmt_bert.search import Hypothesis, beam_search, greedy_search
 from nmt_bert.vocab import SourceVocab, TargetVocab
-
-# Encoders whose learned positions start after the padding index (RoBERTa style).
-OFFSET_POSITIONS = {"roberta": 2, "xlm-roberta": 2, "camembert": 2}
 
 
 @dataclass
@@ -200,11 +198,3 @@ class Translator:
         # Whitespace collapsed: a decoded newline must never split one translation in two.
         text = self.target_vocab.decode(hyp.tokens)
         return Candidate(" ".join(text.split()), hyp.tokens, hyp.score, hyp.logprob)
-
-
-def encoder_max_tokens(model: Seq2Seq, tokenizer: Any) -> int:
-    """How many tokens (special tokens included) the encoder's position table can take."""
-    config = model.encoder.config
-    limit = config.max_position_embeddings - OFFSET_POSITIONS.get(config.model_type, 0)
-    tokenizer_limit = getattr(tokenizer, "model_max_length", None) or limit
-    return int(min(limit, tokenizer_limit))

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 
 import torch
-from sacrebleu.metrics import BLEU, CHRF
-
 from nmt_bert.data import token_batches
+from nmt_bert.metrics import score_lines
 from nmt_bert.model import label_smoothed_loss
 
 
@@ -23,7 +22,7 @@ def dev_loss(model, data, device: torch.device, batch_tokens: int) -> float:
     return nll_sum / max(tokens, 1)
 
 
-def validate(model, setup, device: torch.device, beam: int) -> dict:
+def evaluate_dev(model, setup, device: torch.device, beam: int) -> dict:
     """Loss, perplexity, BLEU and chrF on the dev set; leaves the model in eval mode."""
     from dataclasses import replace
 
@@ -35,10 +34,12 @@ def validate(model, setup, device: torch.device, beam: int) -> dict:
     translator = Translator(model, setup.tokenizer, setup.source_vocab, setup.target_vocab,
                             decode, device)
     hyps = [t.text for t in translator.translate(setup.dev_src)]
+    bleu, chrf = score_lines(hyps, [setup.dev_ref], names=("BLEU", "chrF2"))
     return {
         "loss": round(loss, 4),
         "ppl": round(math.exp(min(loss, 50)), 2),
-        "bleu": round(BLEU().corpus_score(hyps, [setup.dev_ref]).score, 2),
-        "chrf": round(CHRF().corpus_score(hyps, [setup.dev_ref]).score, 2),
+        "bleu": round(bleu.score, 2),
+        "chrf": round(chrf.score, 2),
+        "signatures": {"bleu": bleu.signature, "chrf": chrf.signature},
         "sample": hyps[:1],
     }

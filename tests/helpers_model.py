@@ -18,7 +18,9 @@ from torch import nn
 
 from nmt_bert.checkpoint import Assets, save_checkpoint
 from nmt_bert.config import Config, DecodeConfig, ModelConfig
-from nmt_bert.model import BOS, EOS, PAD, Seq2Seq, prune_embeddings
+from nmt_bert.encoder_surgery import prune_embeddings
+from nmt_bert.model import Seq2Seq
+from nmt_bert.special_tokens import BOS, EOS, PAD
 from nmt_bert.search import greedy_search
 from nmt_bert.vocab import SourceVocab, TargetVocab
 

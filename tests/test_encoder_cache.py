@@ -8,7 +8,8 @@ from conftest import tiny_config
 from nmt_bert.data import token_batches
 from nmt_bert.encoder_cache import build_or_load, cache_key
 from nmt_bert.model import label_smoothed_loss
-from nmt_bert.run import RunLog, build, create_run
+from nmt_bert.run_log import RunLog
+from nmt_bert.run_setup import build
 from nmt_bert.run_dir import RunDir
 
 
@@ -16,7 +17,7 @@ from nmt_bert.run_dir import RunDir
 def setup(tmp_path, tiny_prepared_dir, tiny_encoder_dir):
     config = tiny_config(tiny_encoder_dir)
     run = RunDir(tmp_path / "run")
-    create_run(run, tiny_prepared_dir, config)
+    run.create(tiny_prepared_dir, config)
     s = build(run, tiny_prepared_dir, config, None, RunLog(run, enabled=False))
     s.model.freeze_encoder(True)
     s.model.eval()

@@ -417,12 +417,13 @@ def test_a_truncated_encoder_cache_is_rebuilt(tmp_path, tiny_prepared_dir, tiny_
 
     from conftest import tiny_config
     from nmt_bert.encoder_cache import build_or_load
-    from nmt_bert.run import RunLog, build, create_run
+    from nmt_bert.run_log import RunLog
+    from nmt_bert.run_setup import build
     from nmt_bert.run_dir import RunDir
 
     config = tiny_config(tiny_encoder_dir)
     run = RunDir(tmp_path / "run")
-    create_run(run, tiny_prepared_dir, config)
+    run.create(tiny_prepared_dir, config)
     setup = build(run, tiny_prepared_dir, config, None, RunLog(run, enabled=False))
     setup.model.freeze_encoder(True)
     args = (setup.model, setup.train_data, setup.fingerprint, "float32", __import__("torch").device("cpu"))

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import tiny_config
-from nmt_bert import training
+from nmt_bert import trainer as training
 from nmt_bert.training import Trainer, train
 
 

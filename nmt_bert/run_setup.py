@@ -1,0 +1,93 @@
+"""What a training run is built from: model, vocabularies and token data, new or resumed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nmt_bert.checkpoint import Assets, load_checkpoint
+from nmt_bert.config import Config
+from nmt_bert.data import TokenData
+from nmt_bert.encoder_surgery import drop_pooler, prune_embeddings, truncate_encoder
+from nmt_bert.model import Seq2Seq
+from nmt_bert.prepared import load_prepared
+from nmt_bert.run_dir import RunDir
+from nmt_bert.run_log import RunLog
+from nmt_bert.vocab import SourceVocab, TargetVocab
+
+
+@dataclass
+class RunSetup:
+    config: Config
+    model: Seq2Seq
+    tokenizer: object
+    source_vocab: SourceVocab
+    target_vocab: TargetVocab
+    train_data: TokenData
+    dev_data: TokenData
+    dev_src: list[str]
+    dev_ref: list[str]
+    assets: Assets
+    data_dir: Path
+    fingerprint: str
+
+
+def build(run: RunDir, data_dir: Path, config: Config, resume_from: Path | None,
+          log: RunLog) -> RunSetup:
+    """Model, vocabularies and token data for a new run, or rebuilt from a checkpoint."""
+    from nmt_bert.encoders import encoder_fingerprint, load_encoder
+
+    prepared = load_prepared(data_dir)
+    info = run.read_info()
+    train_split, dev_split = prepared.split("train"), prepared.split("dev")
+    target_vocab = TargetVocab(prepared.spm_path)
+    if resume_from is not None:
+        ckpt = load_checkpoint(resume_from)
+        model, tokenizer, source_vocab = ckpt.model, ckpt.tokenizer, ckpt.source_vocab
+        fingerprint = info["encoder_fingerprint"]
+    else:
+        pretrained = config.model.encoder_init == "pretrained"
+        torch.manual_seed(config.train.seed)  # the random init, when asked for, is seeded
+        encoder, tokenizer = load_encoder(config.model.encoder, pretrained=pretrained)
+        if not pretrained:
+            log.info("encoder weights randomly initialised (model.encoder_init=random)")
+        truncate_encoder(encoder, config.model.encoder_layers)
+        drop_pooler(encoder)
+        fingerprint = encoder_fingerprint(encoder)
+        original = encoder.get_input_embeddings().num_embeddings
+        specials = [i for i in tokenizer.all_special_ids if i is not None and i < original]
+        if config.model.prune_encoder_vocab:
+            ids = (row for split in (train_split, dev_split) for row in split["src_ids"])
+            source_vocab = SourceVocab.build(ids, original, tokenizer.unk_token_id, specials)
+            prune_embeddings(encoder, source_vocab.kept_tensor())
+            log.info(f"encoder vocabulary pruned: {source_vocab.size} of {original} rows kept")
+        else:
+            source_vocab = SourceVocab(original, tokenizer.unk_token_id)
+        torch.manual_seed(config.train.seed)
+        model = Seq2Seq(encoder, config.model, len(target_vocab))
+        source_vocab.save(run.source_vocab)
+        info["encoder_fingerprint"] = fingerprint
+        run.write_info(info)
+    lookup = source_vocab.lookup_table()
+    assets = Assets(prepared.tokenizer_dir, prepared.spm_path, source_vocab)
+    return RunSetup(config, model, tokenizer, source_vocab, target_vocab,
+                    TokenData.from_dataset(train_split, lookup),
+                    TokenData.from_dataset(dev_split, lookup),
+                    list(dev_split["src"]), list(dev_split["tgt"]), assets, Path(data_dir),
+                    fingerprint)
+
+
+def count_parameters(model: torch.nn.Module) -> dict[str, int]:
+    parts = {"encoder": model.encoder, "adapter": model.adapter, "decoder": model.decoder}
+    return {name: int(sum(p.numel() for p in m.parameters())) for name, m in parts.items()}
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
