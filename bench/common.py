@@ -62,15 +62,15 @@ def smoke_assets() -> dict[str, Path]:
     if not (paths["data"] / "manifest.json").exists():
         from rich.console import Console
 
-        from nmt_bert.corpora import CorpusSpec
-        from nmt_bert.prepare import prepare
+        from nmt_bert.data.corpora import CorpusSpec
+        from nmt_bert.data.prepare import prepare
 
         prepare(CorpusSpec(src=paths["src"], tgt=paths["tgt"]), paths["data"], config,
                 console=Console(file=open(os.devnull, "w")))
     if not (paths["run"] / "finished.json").exists():
         import shutil
 
-        from nmt_bert.training import train
+        from nmt_bert.train.training import train
 
         shutil.rmtree(paths["run"], ignore_errors=True)
         train(paths["data"], paths["run"], config, device="cpu")
@@ -96,7 +96,7 @@ def apply_smoke(args: argparse.Namespace) -> dict[str, Path] | None:
 def load_run_config(args: argparse.Namespace, recipe: Path | None = None):
     """Defaults <- recipe <- --set, with model.encoder = --encoder; checked against --data."""
     from nmt_bert.config import load_config
-    from nmt_bert.prepared import load_prepared
+    from nmt_bert.data.prepared_dir import load_prepared
 
     config = load_config(recipe, [f"model.encoder={args.encoder}", *args.sets])
     prepared = load_prepared(args.data).config_dict.get("model", {}).get("encoder")
@@ -186,10 +186,10 @@ def sync(device) -> None:
 def token_data(data_dir: Path, split: str = "train", lookup: np.ndarray | None = None):
     """A prepared split as nmt-bert TokenData; `lookup` maps encoder ids to embedding rows
     (None: identity, i.e. the unpruned encoder a Hugging Face peer uses)."""
-    from nmt_bert.encoders import load_local_tokenizer
+    from nmt_bert.model.encoders import load_local_tokenizer
 
-    from nmt_bert.data import TokenData
-    from nmt_bert.prepared import load_prepared
+    from nmt_bert.train.batches import TokenData
+    from nmt_bert.data.prepared_dir import load_prepared
 
     prepared = load_prepared(data_dir)
     if lookup is None:
@@ -201,7 +201,7 @@ def batch_stream(data, batch_tokens: int, seed: int, accumulate: int = 1) -> Ite
     """The example indices of each optimizer step, exactly as `Trainer.next_batch` draws them
     in a single process: token_batches(seed, epoch) in order, epoch after epoch, grouped into
     `accumulate` batches per step."""
-    from nmt_bert.data import token_batches
+    from nmt_bert.train.batches import token_batches
 
     def batches() -> Iterator[np.ndarray]:
         epoch = 0
@@ -224,7 +224,7 @@ def reference_sets(data_dir: Path) -> dict[str, list[Path]]:
 
     For the bundled Bible corpus the first reference is the WEB, the second the KJV.
     """
-    from nmt_bert.prepared import load_prepared
+    from nmt_bert.data.prepared_dir import load_prepared
 
     prepared = load_prepared(data_dir)
     refs = prepared.references("test")

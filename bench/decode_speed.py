@@ -39,7 +39,7 @@ def _rate(sentences: int, tokens: int, seconds: float) -> dict:
 # --- child processes ----------------------------------------------------------------------
 def ours(model: str, data: str, beam: int, limit: int, device: str, hyp_path: str) -> dict:
     """nmt-bert's Translator; writes hypotheses and per-sentence token counts."""
-    from nmt_bert.translator import TranslateStats, Translator
+    from nmt_bert.decode.translator import TranslateStats, Translator
 
     translator = Translator.from_checkpoint(Path(model), device=device,
                                             overrides=[f"decode.beam_size={beam}", "decode.nbest=1"])
@@ -64,9 +64,9 @@ def peer(model: str, data: str, beam: int, limit: int, device: str, lengths_path
     """HF generate() on an equivalent EncoderDecoderModel, forced to the given lengths."""
     import torch
 
-    from nmt_bert.checkpoint import load_checkpoint
+    from nmt_bert.model.checkpoint import load_checkpoint
     from nmt_bert.devices import autocast_context
-    from nmt_bert.translator import Translator
+    from nmt_bert.decode.translator import Translator
     from peer import build_peer, generate_batch
 
     dev = common.device_of(device)

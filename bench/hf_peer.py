@@ -115,12 +115,12 @@ def main() -> None:
     if args.data is None:
         p.error("--data is required (or --smoke)")
     common.set_threads(args.threads)
-    from nmt_bert.encoders import load_local_tokenizer
+    from nmt_bert.model.encoders import load_local_tokenizer
 
-    from nmt_bert.encoders import load_encoder
-    from nmt_bert.prepared import load_prepared
-    from nmt_bert.encoders import OFFSET_POSITIONS
-    from nmt_bert.vocab import TargetVocab
+    from nmt_bert.model.encoders import load_encoder
+    from nmt_bert.data.prepared_dir import load_prepared
+    from nmt_bert.model.encoders import OFFSET_POSITIONS
+    from nmt_bert.model.vocab import TargetVocab
     from peer import build_peer
 
     config = common.load_run_config(args)

@@ -21,7 +21,7 @@ import common
 
 
 def translate_run(path: Path, sources: list[str], device: str, beam: int | None) -> list[str]:
-    from nmt_bert.translator import Translator
+    from nmt_bert.decode.translator import Translator
 
     overrides = [f"decode.beam_size={beam}"] if beam else []
     translator = Translator.from_checkpoint(path, device=device, overrides=overrides + ["decode.nbest=1"])
@@ -68,7 +68,7 @@ def main() -> None:
     if args.data is None:
         p.error("--data is required (or --smoke)")
     common.set_threads(args.threads)
-    from nmt_bert.prepared import load_prepared
+    from nmt_bert.data.prepared_dir import load_prepared
 
     source_file = load_prepared(args.data).source_file("test")
     sources = common.read_lines(source_file)

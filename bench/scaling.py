@@ -30,7 +30,7 @@ CLI = [sys.executable, "-m", "nmt_bert"]
 
 def epoch_steps(data_dir: Path, config) -> int:
     """Optimizer steps in one epoch of `data_dir`'s train split under `config`."""
-    from nmt_bert.data import token_batches
+    from nmt_bert.train.batches import token_batches
 
     data = common.token_data(data_dir)
     t = config.train
@@ -63,7 +63,7 @@ def one_size(n: int, work: Path, corpus: list[str], sets: list[str], beam: int, 
     meta = next((data / "cache").glob("encoder-*/meta.json"), None)
     row["cache_seconds"] = json.loads(meta.read_text())["seconds"] if meta else None
     row.update(train_phases(run / "metrics.jsonl", steps))
-    from nmt_bert.prepared import load_prepared
+    from nmt_bert.data.prepared_dir import load_prepared
 
     sources = root / "sources.txt"
     sources.write_text("".join(s + "\n" for s in load_prepared(data).split("train")["src"]),

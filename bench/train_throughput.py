@@ -70,9 +70,9 @@ def _setup(data: str, config, run_dir: Path):
     """The product's run construction: RunDir.create + build (encoder loaded, pruned, model made)."""
     from rich.console import Console
 
-    from nmt_bert.run_dir import RunDir
-    from nmt_bert.run_log import RunLog
-    from nmt_bert.run_setup import build, seed_everything
+    from nmt_bert.train.run_dir import RunDir
+    from nmt_bert.train.run_log import RunLog
+    from nmt_bert.train.run_setup import build, seed_everything
 
     run = RunDir(run_dir)
     run.create(Path(data), config)
@@ -85,7 +85,7 @@ def _setup(data: str, config, run_dir: Path):
 def build_cache(data: str, config: dict, cache_dir: str, device: str) -> dict:
     """Build the stage-1 encoder-state cache under `cache_dir`: time, size, tokens/s."""
     from nmt_bert.config import config_from_dict
-    from nmt_bert.encoder_cache import build_or_load
+    from nmt_bert.train.encoder_cache import build_or_load
 
     cfg = config_from_dict(config)
     dev = common.device_of(device)
@@ -109,9 +109,9 @@ def nmt_bert_system(system: str, data: str, config: dict, warmup: int, steps: in
                     cache_dir: str, device: str) -> dict:
     """Systems a-d: the product's Trainer.train_step() on the product's model."""
     from nmt_bert.config import config_from_dict
-    from nmt_bert.encoder_cache import build_or_load
-    from nmt_bert.run_setup import count_parameters
-    from nmt_bert.training import Trainer
+    from nmt_bert.train.encoder_cache import build_or_load
+    from nmt_bert.train.run_setup import count_parameters
+    from nmt_bert.train.training import Trainer
 
     cfg = config_from_dict(config)
     stage = 1 if system in "ab" else 2
@@ -160,9 +160,9 @@ def peer_system(system: str, data: str, encoder: str, batch_tokens: int, seed: i
     import torch
 
     from nmt_bert.devices import autocast_context
-    from nmt_bert.encoders import load_encoder
-    from nmt_bert.prepared import load_prepared
-    from nmt_bert.vocab import TargetVocab
+    from nmt_bert.model.encoders import load_encoder
+    from nmt_bert.data.prepared_dir import load_prepared
+    from nmt_bert.model.vocab import TargetVocab
     from peer import build_peer, peer_loss
 
     dev = common.device_of(device)

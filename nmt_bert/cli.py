@@ -45,7 +45,8 @@ _state = {"debug": False}
 
 # Options shared by several commands: declared once so their names never drift apart.
 RecipeOpt = Annotated[
-    Optional[Path], typer.Option("--recipe", "-r", help="YAML recipe overriding the defaults.")
+    Optional[str], typer.Option("--recipe", "-r", help="YAML recipe overriding the defaults: "
+                                "a file, or a bundled name (fast-cpu, bible-es-en, bible-es-en-gpu).")
 ]
 SetOpt = Annotated[
     Optional[list[str]],
@@ -130,7 +131,7 @@ def _stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, interrupt)
 
 
-def _config(recipe: Optional[Path], overrides: Optional[list[str]], seed: Optional[int] = None):
+def _config(recipe: Optional[str], overrides: Optional[list[str]], seed: Optional[int] = None):
     from nmt_bert.config import load_config
 
     sets = list(overrides or [])
@@ -155,8 +156,8 @@ def prepare(
     set_: SetOpt = None,
 ) -> None:
     """Clean and tokenize a parallel corpus (the bundled Spanish-English Bible by default)."""
-    from nmt_bert.corpora import CorpusSpec
-    from nmt_bert.prepare import prepare as run_prepare
+    from nmt_bert.data.corpora import CorpusSpec
+    from nmt_bert.data.prepare import prepare as run_prepare
 
     spec = CorpusSpec(src=src, tgt=tgt, tsv=tsv, tmx=tmx, dataset=dataset,
                       dataset_config=dataset_config, dev=dev or [], test=test or [])
@@ -180,7 +181,7 @@ def train(
     config = None if resume is not None else _config(recipe, set_, seed)
     if resume is not None and (recipe or set_ or seed is not None):
         raise UserError("--resume continues with the run's own config; drop --recipe/--set/--seed")
-    from nmt_bert.training import train as run_train
+    from nmt_bert.train.training import train as run_train
 
     run_train(data_dir=data, run_dir=resume or out, config=config, device=device,
               resume=resume is not None)
@@ -198,7 +199,7 @@ def translate(
     device: DeviceOpt = "auto",
 ) -> None:
     """Translate a file line by line (empty lines stay empty, order is kept)."""
-    from nmt_bert.translate_file import translate_file
+    from nmt_bert.decode.translate_file import translate_file
 
     overrides = list(set_ or [])
     if beam is not None:
@@ -234,11 +235,12 @@ def score(
 @friendly_errors
 def pipeline(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for data, run and outputs.")] = Path("runs/fast-cpu"),
-    recipe: RecipeOpt = None,
+    recipe: RecipeOpt = "fast-cpu",
     set_: SetOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """The main job: prepare the bundled corpus, train, translate its test set, score it."""
+    """The main job: prepare the bundled corpus, train, translate its test set, score it
+    (the fast-cpu recipe unless --recipe names another)."""
     from nmt_bert.pipeline import run_pipeline
 
     run_pipeline(out, _config(recipe, set_), device=device)

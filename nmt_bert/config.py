@@ -154,10 +154,30 @@ def apply_override(config: Config, assignment: str) -> None:
     _set_field(section, dotted.strip(), parts[1], value, "--set")
 
 
-def load_config(recipe: Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the recipe (if any), then each `--set` override in order."""
+RECIPES = Path(__file__).resolve().parent / "recipes"  # bundled recipes (package data)
+
+
+def bundled_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES.glob("*.yaml"))
+
+
+def resolve_recipe(recipe: Path | str) -> Path:
+    """A recipe file, or the name of a bundled one (`fast-cpu`, `bible-es-en`, ...)."""
+    path = Path(recipe)
+    if path.exists() or path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+        return path
+    bundled = RECIPES / f"{recipe}.yaml"
+    if bundled.is_file():
+        return bundled
+    raise UserError(f"recipe {recipe!r}: no such file and no bundled recipe of that name "
+                    f"(bundled: {', '.join(bundled_recipes())})")
+
+
+def load_config(recipe: Path | str | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the recipe (a file or a bundled name), then each `--set` override."""
     config = Config()
     if recipe is not None:
+        recipe = resolve_recipe(recipe)
         apply_dict(config, read_yaml(recipe), str(recipe))
     for assignment in overrides or []:
         apply_override(config, assignment)

@@ -22,8 +22,8 @@ from nmt_bert.config import Config, config_to_dict
 from nmt_bert.errors import UserError
 from nmt_bert.locks import LOCK_FILE, exclusive
 from nmt_bert.metrics import score_files
-from nmt_bert.prepared import load_prepared
-from nmt_bert.run_dir import RunDir
+from nmt_bert.data.prepared_dir import load_prepared
+from nmt_bert.train.run_dir import RunDir
 from nmt_bert.textio import write_lines
 
 ENTRIES = {"data", "run", "test.hyp", "summary.json", LOCK_FILE}
@@ -69,10 +69,10 @@ def run_pipeline(out: Path, config: Config, device: str = "auto",
 
 
 def _run_pipeline(out: Path, config: Config, device: str, console: Console) -> dict:
-    from nmt_bert.corpora import CorpusSpec
-    from nmt_bert.prepare import prepare
-    from nmt_bert.training import train
-    from nmt_bert.translator import Translator
+    from nmt_bert.data.corpora import CorpusSpec
+    from nmt_bert.data.prepare import prepare
+    from nmt_bert.train.training import train
+    from nmt_bert.decode.translator import Translator
 
     data_dir, run = out / "data", RunDir(out / "run")
     timings: dict[str, float] = {}

@@ -113,8 +113,8 @@ def tiny_prepared_dir(tmp_path_factory, tiny_encoder_dir) -> Path:
     """The tiny corpus prepared with the tiny encoder (shared, read-only for tests)."""
     from rich.console import Console
 
-    from nmt_bert.corpora import CorpusSpec
-    from nmt_bert.prepare import prepare
+    from nmt_bert.data.corpora import CorpusSpec
+    from nmt_bert.data.prepare import prepare
 
     root = tmp_path_factory.mktemp("tiny-data")
     src, tgt = write_tiny_corpus(root)

@@ -16,13 +16,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nmt_bert.checkpoint import Assets, save_checkpoint
+from nmt_bert.model.checkpoint import Assets, save_checkpoint
 from nmt_bert.config import Config, DecodeConfig, ModelConfig
-from nmt_bert.encoder_surgery import prune_embeddings
-from nmt_bert.model import Seq2Seq
-from nmt_bert.special_tokens import BOS, EOS, PAD
-from nmt_bert.search import greedy_search
-from nmt_bert.vocab import SourceVocab, TargetVocab
+from nmt_bert.model.encoder_surgery import prune_embeddings
+from nmt_bert.model.seq2seq import Seq2Seq
+from nmt_bert.model.special_tokens import BOS, EOS, PAD
+from nmt_bert.decode.search import greedy_search
+from nmt_bert.model.vocab import SourceVocab, TargetVocab
 
 TINY_ENGLISH = (
     "god lord king house people land day son father man water light heaven said came "

@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from nmt_bert.cleaning import bucket, clean_corpus, normalize, pair_reason
+from nmt_bert.data.cleaning import bucket, clean_corpus, normalize, pair_reason
 from nmt_bert.config import DataConfig
-from nmt_bert.corpora import Corpus, Pair
+from nmt_bert.data.corpora import Corpus, Pair
 from nmt_bert.errors import UserError
 
 

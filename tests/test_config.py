@@ -75,6 +75,26 @@ def test_save_and_reload_round_trip(tmp_path: Path):
     assert config_from_dict(config_to_dict(config)) == config
 
 
-def test_bundled_recipes_load():
-    for recipe in sorted(Path(__file__).parents[1].joinpath("recipes").glob("*.yaml")):
-        load_config(recipe)
+def test_bundled_recipes_load_by_path_and_by_name():
+    from nmt_bert.config import bundled_recipes
+
+    names = bundled_recipes()
+    assert {"fast-cpu", "bible-es-en", "bible-es-en-gpu"} <= set(names)
+    for name in names:
+        by_path = load_config(Path(__file__).parents[1] / "recipes" / f"{name}.yaml")
+        assert load_config(name) == by_path
+    assert load_config("fast-cpu") != load_config(None)
+
+
+def test_an_unknown_recipe_name_lists_the_bundled_ones():
+    with pytest.raises(UserError, match="bundled: .*fast-cpu"):
+        load_config("fast-gpu")
+
+
+def test_every_adapter_kind_the_config_names_has_a_class():
+    import typing
+
+    from nmt_bert.config import ModelConfig
+    from nmt_bert.model.adapters import ADAPTERS
+
+    assert set(typing.get_args(typing.get_type_hints(ModelConfig)["adapter"])) == set(ADAPTERS)

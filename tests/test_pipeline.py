@@ -4,7 +4,7 @@ import gzip
 import json
 
 from conftest import tiny_config, write_tiny_corpus
-from nmt_bert import corpora
+from nmt_bert.data import corpora
 from nmt_bert.pipeline import run_pipeline
 
 

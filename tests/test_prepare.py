@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from nmt_bert import corpora
+from nmt_bert.data import corpora
 from nmt_bert.cli import app
 from nmt_bert.config import load_config
-from nmt_bert.corpora import CorpusSpec
+from nmt_bert.data.corpora import CorpusSpec
 from nmt_bert.errors import UserError
-from nmt_bert.prepare import prepare
-from nmt_bert.prepared import load_prepared
+from nmt_bert.data.prepare import prepare
+from nmt_bert.data.prepared_dir import load_prepared
 
 from test_corpora import make_bundled  # tests/ is on sys.path, as for helpers_model
 

@@ -47,7 +47,7 @@ def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: flo
 # between two polls of metrics.jsonl, and the signal would land after the end of training.
 PACED_CLI = """
 import sys, time
-from nmt_bert import training
+from nmt_bert.train import training
 step = training.Trainer.train_step
 def paced(self):
     time.sleep(%s)  # before the step: a signal here finds the last step logged
@@ -183,7 +183,7 @@ def test_a_one_megabyte_line_is_dropped_by_prepare_and_truncated_by_translate(
 
 
 def test_a_signal_during_a_held_step_waits_for_the_step_to_complete():
-    from nmt_bert.interrupts import Interrupts
+    from nmt_bert.train.interrupts import Interrupts
 
     interrupts, done = Interrupts(), []
     with interrupts.installed():

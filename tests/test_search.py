@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from helpers_model import build_tiny_model, tiny_source_lines
 
-from nmt_bert.data import shift_right
-from nmt_bert.special_tokens import BOS, EOS, PAD
-from nmt_bert.search import beam_search, greedy_search
+from nmt_bert.train.batches import shift_right
+from nmt_bert.model.special_tokens import BOS, EOS, PAD
+from nmt_bert.decode.search import beam_search, greedy_search
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import tiny_config
-from nmt_bert import trainer as training
-from nmt_bert.training import Trainer, train
+from nmt_bert.train import trainer as training
+from nmt_bert.train.training import Trainer, train
 
 
 def losses(run_dir: Path) -> dict[int, float]:

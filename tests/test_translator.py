@@ -11,13 +11,13 @@ import torch
 from helpers_model import build_tiny_checkpoint, tiny_source_lines
 from typer.testing import CliRunner
 
-import nmt_bert.translate_file as translate_file_module
-from nmt_bert.checkpoint import load_checkpoint
+import nmt_bert.decode.translate_file as translate_file_module
+from nmt_bert.model.checkpoint import load_checkpoint
 from nmt_bert.cli import app
 from nmt_bert.devices import autocast_context, resolve_device
 from nmt_bert.errors import UserError
-from nmt_bert.translate_file import translate_file
-from nmt_bert.translator import Translator
+from nmt_bert.decode.translate_file import translate_file
+from nmt_bert.decode.translator import Translator
 
 runner = CliRunner()
 

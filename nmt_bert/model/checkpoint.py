@@ -29,10 +29,10 @@ from safetensors.torch import load_file, save_file
 
 from nmt_bert.config import Config, config_from_dict, read_yaml, save_config
 from nmt_bert.errors import UserError, first_line
-from nmt_bert.encoder_surgery import drop_pooler
-from nmt_bert.model import Seq2Seq
+from nmt_bert.model.encoder_surgery import drop_pooler
+from nmt_bert.model.seq2seq import Seq2Seq
 from nmt_bert.atomic import atomic_dir
-from nmt_bert.vocab import SourceVocab, TargetVocab
+from nmt_bert.model.vocab import SourceVocab, TargetVocab
 
 FORMAT_VERSION = 1
 WEIGHTS, TRAINER_STATE, META = "model.safetensors", "trainer_state.pt", "meta.json"
@@ -86,7 +86,7 @@ def resolve_checkpoint_dir(path: Path) -> Path:
         raise UserError(f"{path}: model directory not found")
     if not path.is_dir():
         raise UserError(f"{path}: expected a run or checkpoint directory, got a file")
-    from nmt_bert.run_dir import RunDir
+    from nmt_bert.train.run_dir import RunDir
 
     if (path / WEIGHTS).exists():
         return path
@@ -101,7 +101,7 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> Checkpoin
     """Rebuild the model from the checkpoint's own files; errors name the broken file."""
     from transformers import AutoConfig, AutoModel
 
-    from nmt_bert.encoders import load_local_tokenizer
+    from nmt_bert.model.encoders import load_local_tokenizer
 
     path = resolve_checkpoint_dir(path)
     missing = [name for name in REQUIRED if not (path / name).exists()]

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nmt_bert.checkpoint import Assets, load_checkpoint
+from nmt_bert.model.checkpoint import Assets, load_checkpoint
 from nmt_bert.config import Config
-from nmt_bert.data import TokenData
-from nmt_bert.encoder_surgery import drop_pooler, prune_embeddings, truncate_encoder
-from nmt_bert.model import Seq2Seq
-from nmt_bert.prepared import load_prepared
-from nmt_bert.run_dir import RunDir
-from nmt_bert.run_log import RunLog
-from nmt_bert.vocab import SourceVocab, TargetVocab
+from nmt_bert.train.batches import TokenData
+from nmt_bert.model.encoder_surgery import drop_pooler, prune_embeddings, truncate_encoder
+from nmt_bert.model.seq2seq import Seq2Seq
+from nmt_bert.data.prepared_dir import load_prepared
+from nmt_bert.train.run_dir import RunDir
+from nmt_bert.train.run_log import RunLog
+from nmt_bert.model.vocab import SourceVocab, TargetVocab
 
 
 @dataclass
@@ -38,7 +38,7 @@ class RunSetup:
 def build(run: RunDir, data_dir: Path, config: Config, resume_from: Path | None,
           log: RunLog) -> RunSetup:
     """Model, vocabularies and token data for a new run, or rebuilt from a checkpoint."""
-    from nmt_bert.encoders import encoder_fingerprint, load_encoder
+    from nmt_bert.model.encoders import encoder_fingerprint, load_encoder
 
     prepared = load_prepared(data_dir)
     info = run.read_info()

@@ -17,11 +17,11 @@ import torch
 
 from nmt_bert.config import DecodeConfig, apply_override, validate
 from nmt_bert.devices import autocast_context, resolve_device
-from nmt_bert.encoders import encoder_max_tokens
+from nmt_bert.model.encoders import encoder_max_tokens
 from nmt_bert.errors import UserError
-from nmt_bert.model import Seq2Seq
-from nmt_bert.search import Hypothesis, beam_search, greedy_search
-from nmt_bert.vocab import SourceVocab, TargetVocab
+from nmt_bert.model.seq2seq import Seq2Seq
+from nmt_bert.decode.search import Hypothesis, beam_search, greedy_search
+from nmt_bert.model.vocab import SourceVocab, TargetVocab
 
 
 @dataclass
@@ -92,7 +92,7 @@ class Translator:
     def from_checkpoint(cls, path: Path, device: str | torch.device = "cpu",
                         overrides: list[str] | None = None) -> "Translator":
         """Load a checkpoint (or run) directory; `overrides` may only touch `decode.*` keys."""
-        from nmt_bert.checkpoint import load_checkpoint
+        from nmt_bert.model.checkpoint import load_checkpoint
 
         for assignment in overrides or []:
             if not assignment.strip().startswith("decode."):

@@ -17,23 +17,23 @@ from pathlib import Path
 
 import torch
 
-from nmt_bert import distributed as dist
-from nmt_bert.averaging import average_checkpoints, prune_snapshots
+from nmt_bert.train import distributed as dist
+from nmt_bert.train.averaging import average_checkpoints, prune_snapshots
 from nmt_bert.caches import encoder_states_dir
-from nmt_bert.checkpoint import WEIGHTS, load_trainer_state, save_checkpoint
-from nmt_bert.curves import plot_curves
-from nmt_bert.data import Batch, token_batches
+from nmt_bert.model.checkpoint import WEIGHTS, load_trainer_state, save_checkpoint
+from nmt_bert.train.curves import plot_curves
+from nmt_bert.train.batches import Batch, token_batches
 from nmt_bert.devices import autocast_context
-from nmt_bert.encoder_cache import EncoderCache, build_or_load
+from nmt_bert.train.encoder_cache import EncoderCache, build_or_load
 from nmt_bert.errors import UserError
-from nmt_bert.interrupts import Interrupts
-from nmt_bert.model import label_smoothed_loss
-from nmt_bert.optim import lr_factor, make_optimizer, set_lr
-from nmt_bert.progress import TrainProgress
-from nmt_bert.run_dir import RunDir
-from nmt_bert.run_log import RunLog
-from nmt_bert.run_setup import RunSetup, count_parameters
-from nmt_bert.validation import evaluate_dev
+from nmt_bert.train.interrupts import Interrupts
+from nmt_bert.model.seq2seq import label_smoothed_loss
+from nmt_bert.train.optim import lr_factor, make_optimizer, set_lr
+from nmt_bert.train.progress import TrainProgress
+from nmt_bert.train.run_dir import RunDir
+from nmt_bert.train.run_log import RunLog
+from nmt_bert.train.run_setup import RunSetup, count_parameters
+from nmt_bert.train.validation import evaluate_dev
 
 COLLAPSE = 0.5  # stage-2 dev BLEU below half the best so far counts as a collapse
 MAX_ROLLBACKS = 3

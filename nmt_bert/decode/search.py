@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nmt_bert.decoder import DecoderState
-from nmt_bert.model import Seq2Seq
-from nmt_bert.special_tokens import BOS, EOS, PAD
+from nmt_bert.model.decoder import DecoderState
+from nmt_bert.model.seq2seq import Seq2Seq
+from nmt_bert.model.special_tokens import BOS, EOS, PAD
 
 
 @dataclass

@@ -8,7 +8,7 @@ import time
 from rich.console import Console
 
 from nmt_bert.atomic import atomic_file
-from nmt_bert.run_dir import RunDir
+from nmt_bert.train.run_dir import RunDir
 
 
 class RunLog:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nmt_bert.special_tokens import BOS, EOS, PAD
+from nmt_bert.model.special_tokens import BOS, EOS, PAD
 
 
 @dataclass

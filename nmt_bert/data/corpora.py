@@ -19,7 +19,7 @@ from nmt_bert.hashing import file_sha256
 from nmt_bert.textio import check_readable_file, count_lines, iter_lines
 
 # Overridable (tests monkeypatch it): the corpus `prepare` uses when given no inputs.
-BUNDLED_CORPUS = Path(__file__).resolve().parents[1] / "data" / "bible-es-en"
+BUNDLED_CORPUS = Path(__file__).resolve().parent / "bible-es-en"  # package data
 # A second English reference shipped with the bundled corpus (King James Version).
 BUNDLED_SECOND_REFERENCE = {"en": "kjv"}
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
@@ -93,7 +93,7 @@ def open_corpus(spec: CorpusSpec, src_lang: str, tgt_lang: str, cache_dir: Path)
         corpus = Corpus(lambda: read_tmx(spec.tmx, src_lang, tgt_lang), None, None,
                         [record("corpus", "tmx", spec.tmx)])
     elif kind == "dataset":
-        from nmt_bert.dataset_corpora import open_dataset
+        from nmt_bert.data.dataset_corpora import open_dataset
 
         corpus = open_dataset(spec.dataset, spec.dataset_config, src_lang, tgt_lang, cache_dir)
     else:

@@ -19,7 +19,7 @@ import torch
 from rich.progress import Progress
 from torch import Tensor
 
-from nmt_bert.data import TokenData, token_batches
+from nmt_bert.train.batches import TokenData, token_batches
 from nmt_bert.devices import autocast_context
 from nmt_bert.atomic import atomic_dir
 

@@ -7,8 +7,8 @@ import shutil
 import torch
 from safetensors.torch import load_file
 
-from nmt_bert.checkpoint import WEIGHTS
-from nmt_bert.run_dir import RunDir
+from nmt_bert.model.checkpoint import WEIGHTS
+from nmt_bert.train.run_dir import RunDir
 
 
 def prune_snapshots(run: RunDir, keep: int) -> None:

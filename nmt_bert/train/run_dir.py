@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 from nmt_bert.atomic import check_not_cwd, replaced_versions
-from nmt_bert.checkpoint import TRAINER_STATE, WEIGHTS as CHECKPOINT_FILE
+from nmt_bert.model.checkpoint import TRAINER_STATE, WEIGHTS as CHECKPOINT_FILE
 from nmt_bert.errors import UserError
 from nmt_bert.locks import LOCK_FILE, exclusive
 

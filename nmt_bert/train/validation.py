@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
-from nmt_bert.data import token_batches
+from nmt_bert.train.batches import token_batches
 from nmt_bert.metrics import score_lines
-from nmt_bert.model import label_smoothed_loss
+from nmt_bert.model.seq2seq import label_smoothed_loss
 
 
 @torch.inference_mode()
@@ -26,7 +26,7 @@ def evaluate_dev(model, setup, device: torch.device, beam: int) -> dict:
     """Loss, perplexity, BLEU and chrF on the dev set; leaves the model in eval mode."""
     from dataclasses import replace
 
-    from nmt_bert.translator import Translator
+    from nmt_bert.decode.translator import Translator
 
     model.eval()
     loss = dev_loss(model, setup.dev_data, device, setup.config.train.batch_tokens)

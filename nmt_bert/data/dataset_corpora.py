@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from nmt_bert.corpora import Corpus, Pair, lang_matches, record
+from nmt_bert.data.corpora import Corpus, Pair, lang_matches, record
 from nmt_bert.errors import UserError
 from nmt_bert.textio import check_readable_file
 

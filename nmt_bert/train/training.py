@@ -9,15 +9,15 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from nmt_bert import distributed as dist
+from nmt_bert.train import distributed as dist
 from nmt_bert.config import Config
 from nmt_bert.devices import resolve_device
 from nmt_bert.errors import UserError
-from nmt_bert.prepared import reconcile_encoder
-from nmt_bert.run_dir import RunDir
-from nmt_bert.run_log import RunLog
-from nmt_bert.run_setup import build, seed_everything
-from nmt_bert.trainer import Trainer
+from nmt_bert.data.prepared_dir import reconcile_encoder
+from nmt_bert.train.run_dir import RunDir
+from nmt_bert.train.run_log import RunLog
+from nmt_bert.train.run_setup import build, seed_everything
+from nmt_bert.train.trainer import Trainer
 
 __all__ = ["Trainer", "train"]
 

@@ -32,13 +32,13 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 
 from nmt_bert import __version__
 from nmt_bert.atomic import atomic_dir, check_replaceable
-from nmt_bert.cleaning import CleanedCorpus, SplitStats, clean_corpus, no_training_pairs
+from nmt_bert.data.cleaning import CleanedCorpus, SplitStats, clean_corpus, no_training_pairs
 from nmt_bert.config import Config, DataConfig, save_config
-from nmt_bert.corpora import CorpusSpec, Pair, open_corpus
-from nmt_bert.coverage import coverage
+from nmt_bert.data.corpora import CorpusSpec, Pair, open_corpus
+from nmt_bert.data.coverage import coverage
 from nmt_bert.errors import UserError
-from nmt_bert.special_tokens import BOS, EOS, PAD, UNK
-from nmt_bert.prepared import FORMAT, FORMAT_VERSION, is_prepared, summary_table
+from nmt_bert.model.special_tokens import BOS, EOS, PAD, UNK
+from nmt_bert.data.prepared_dir import FORMAT, FORMAT_VERSION, is_prepared, summary_table
 from nmt_bert.textio import write_lines
 
 PREPARED_WHAT = "a prepared data directory (no nmt-bert manifest.json)"
@@ -55,7 +55,7 @@ def prepare(spec: CorpusSpec, out: Path, config: Config, console: Console | None
     """
     import datasets
 
-    from nmt_bert.encoders import load_tokenizer
+    from nmt_bert.model.encoders import load_tokenizer
 
     console = console or Console(stderr=True)
     started, data, out = time.time(), config.data, Path(out)

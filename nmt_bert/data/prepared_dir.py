@@ -1,4 +1,4 @@
-"""Open a directory written by `nmt-bert prepare` (layout: see nmt_bert/prepare.py).
+"""Open a directory written by `nmt-bert prepare` (layout: see nmt_bert/data/prepare.py).
 
     data = load_prepared("data/bible")
     data.split("train")        # datasets.Dataset: src, tgt, src_ids, tgt_ids (memory-mapped)
@@ -122,7 +122,7 @@ def summary_table(manifest: dict[str, Any], title: str):
     one column per split."""
     from rich.table import Table
 
-    from nmt_bert.cleaning import REASONS
+    from nmt_bert.data.cleaning import REASONS
 
     splits, cover = manifest["splits"], manifest["coverage"]
     reasons = [r for r in REASONS if any(r in s["dropped"] for s in splits.values())]

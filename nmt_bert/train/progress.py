@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from nmt_bert import distributed as dist
+from nmt_bert.train import distributed as dist
 
 
 class TrainProgress:

@@ -1,0 +1,1 @@
+"""Preparing parallel corpora: readers, cleaning, tokenization, the prepared directory."""

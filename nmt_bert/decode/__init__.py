@@ -1,0 +1,1 @@
+"""Translation: search, the Translator and the translate command."""

@@ -1,0 +1,1 @@
+"""The model: pretrained encoder, adapter, decoder, vocabularies and checkpoints."""

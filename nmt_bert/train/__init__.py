@@ -1,0 +1,1 @@
+"""Training: the run directory, the two-stage trainer and what it needs."""
