@@ -72,7 +72,7 @@ def _run_pipeline(out: Path, config: Config, device: str, console: Console) -> d
     from nmt_bert.data.corpora import CorpusSpec
     from nmt_bert.data.prepare import prepare
     from nmt_bert.train.training import train
-    from nmt_bert.decode.translator import Translator
+    from nmt_bert.decode.load import open_translator
 
     data_dir, run = out / "data", RunDir(out / "run")
     timings: dict[str, float] = {}
@@ -92,7 +92,7 @@ def _run_pipeline(out: Path, config: Config, device: str, console: Console) -> d
     timings["train"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    translator = Translator.from_checkpoint(run.path, device=device)
+    translator = open_translator(run.path, device=device)
     sources = (data_dir / "test.src").read_text(encoding="utf-8").splitlines()
     hyps = [t.text for t in translator.translate(sources)]
     write_lines(out / "test.hyp", hyps)

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from nmt_bert.atomic import atomic_file
 from nmt_bert.errors import UserError
 from nmt_bert.textio import decode_line, read_lines
+from nmt_bert.decode.load import open_translator
 from nmt_bert.decode.translator import TranslateStats, Translation, Translator
 
 
@@ -30,7 +31,7 @@ def translate_file(input: str, model: Path, output: Path | None, overrides: list
     if output is not None:
         check_output(Path(output), None if input == "-" else Path(input))
     lines = read_stdin() if input == "-" else read_lines(Path(input), "input file")
-    translator = Translator.from_checkpoint(model, device=device, overrides=overrides)
+    translator = open_translator(model, device=device, overrides=overrides)
     if output is not None:
         create_parent(Path(output), console)
     translations = run_with_progress(translator, lines, console, show=input != "-")
