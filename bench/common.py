@@ -20,7 +20,7 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 SMOKE_ROOT = Path(os.environ.get("NMT_BERT_BENCH_SMOKE", "/tmp/nmt-bert-bench-smoke"))
-# --smoke adds these to tests/conftest.py's TINY_MODEL (the tiny decoder its tests use).
+# --smoke adds these to nmt_bert.tiny.TINY_MODEL (the tiny decoder the tests use too).
 SMOKE_EXTRA_SETS = ["train.batch_tokens=800", "decode.batch_size=8"]
 
 
@@ -45,8 +45,7 @@ def parser(description: str, data: bool = True) -> argparse.ArgumentParser:
 
 def smoke_assets() -> dict[str, Path]:
     """Tiny encoder, tiny prepared corpus and a tiny trained run, built once under SMOKE_ROOT."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest import build_tiny_encoder, tiny_config, write_tiny_corpus  # noqa: E402
+    from nmt_bert.tiny import build_tiny_encoder, tiny_config, write_tiny_corpus
 
     root = SMOKE_ROOT
     paths = {"encoder": root / "encoder", "data": root / "data", "run": root / "run",
@@ -67,12 +66,14 @@ def smoke_assets() -> dict[str, Path]:
 
         prepare(CorpusSpec(src=paths["src"], tgt=paths["tgt"]), paths["data"], config,
                 console=Console(file=open(os.devnull, "w")))
-    if not (paths["run"] / "finished.json").exists():
+    from nmt_bert.train.run_dir import RunDir
+
+    if not RunDir(paths["run"]).finished:
         import shutil
 
         from nmt_bert.train.training import train
 
-        shutil.rmtree(paths["run"], ignore_errors=True)
+        shutil.rmtree(paths["run"], ignore_errors=True)  # ours: an unfinished smoke run
         train(paths["data"], paths["run"], config, device="cpu")
     return paths
 
@@ -87,7 +88,7 @@ def apply_smoke(args: argparse.Namespace) -> dict[str, Path] | None:
     if getattr(args, "data", None) is None and hasattr(args, "data"):
         args.data = paths["data"]
     args.encoder = str(paths["encoder"])
-    from conftest import TINY_MODEL  # importable once smoke_assets() has run
+    from nmt_bert.tiny import TINY_MODEL
 
     args.sets = [*TINY_MODEL, *SMOKE_EXTRA_SETS, *args.sets]
     return paths
@@ -96,13 +97,14 @@ def apply_smoke(args: argparse.Namespace) -> dict[str, Path] | None:
 def load_run_config(args: argparse.Namespace, recipe: Path | None = None):
     """Defaults <- recipe <- --set, with model.encoder = --encoder; checked against --data."""
     from nmt_bert.config import load_config
-    from nmt_bert.data.prepared_dir import load_prepared
+    from nmt_bert.data.prepared_dir import reconcile_encoder
+    from nmt_bert.errors import UserError
 
     config = load_config(recipe, [f"model.encoder={args.encoder}", *args.sets])
-    prepared = load_prepared(args.data).config_dict.get("model", {}).get("encoder")
-    if prepared is not None and prepared != args.encoder:
-        sys.exit(f"{args.data} was prepared for encoder {prepared!r}; pass --encoder {prepared}")
-    return config
+    try:
+        return reconcile_encoder(config, args.data)  # the product's own check
+    except UserError as err:
+        sys.exit(str(err))
 
 
 # --- machine ------------------------------------------------------------------------------

@@ -57,10 +57,11 @@ def one_size(n: int, work: Path, corpus: list[str], sets: list[str], beam: int, 
                                 "--device", device, *base_sets,
                                 "--set", f"train.stage1_steps={steps}", "--set", "train.stage2_steps=0",
                                 "--set", f"train.eval_every={steps}", "--set", "train.cache_encoder=true",
+                                "--set", f"train.cache_dir={root / 'cache'}",
                                 "--set", "train.average_last=0", "--set", "train.log_every=1"],
                                root / "train.log", env)
     _check(row["train"], root / "train.log")
-    meta = next((data / "cache").glob("encoder-*/meta.json"), None)
+    meta = next((root / "cache").glob("encoder-*/meta.json"), None)
     row["cache_seconds"] = json.loads(meta.read_text())["seconds"] if meta else None
     row.update(train_phases(run / "metrics.jsonl", steps))
     from nmt_bert.data.prepared_dir import load_prepared

@@ -109,26 +109,19 @@ def nmt_bert_system(system: str, data: str, config: dict, warmup: int, steps: in
                     cache_dir: str, device: str) -> dict:
     """Systems a-d: the product's Trainer.train_step() on the product's model."""
     from nmt_bert.config import config_from_dict
-    from nmt_bert.train.encoder_cache import build_or_load
     from nmt_bert.train.run_setup import count_parameters
     from nmt_bert.train.training import Trainer
 
     cfg = config_from_dict(config)
     stage = 1 if system in "ab" else 2
-    # The cache is attached below from `cache_dir` (built by build_cache), so nothing is
-    # written into --data; enter_stage would otherwise build it under DATA/cache.
-    cfg.train.cache_encoder = False
+    # System a reads the cache build_cache made under `cache_dir` (the same key: it is reused).
+    cfg.train.cache_encoder, cfg.train.cache_dir = system == "a", str(cache_dir)
     cfg.train.freeze_embeddings_stage2 = system != "d"
     dev = common.device_of(device)
     with tempfile.TemporaryDirectory(prefix="nmt-bert-bench-run-") as tmp:
         setup, log = _setup(data, cfg, Path(tmp))
         trainer = Trainer(setup, log.run, dev, log)
-        trainer.state.stage = stage
-        trainer.enter_stage(stage)
-        if system == "a":
-            trainer.cache = build_or_load(Path(cache_dir), trainer.model, setup.train_data,
-                                          setup.fingerprint, cfg.train.cache_dtype, dev,
-                                          log=lambda message: None)
+        trainer.begin_stage(stage)
         stream = common.batch_stream(setup.train_data, cfg.train.batch_tokens, cfg.train.seed,
                                      cfg.train.accumulate)
         mismatches = 0

@@ -1,4 +1,7 @@
-"""Typed configuration: the one home of every default.
+"""Typed configuration: the one home of every default a user can tune.
+
+(Fixed facts stay with their owners: special ids in model/special_tokens.py, SentencePiece's
+own minimum sample in data/prepare.py.)
 
 Recipes (YAML) and `--set section.key=value` overrides only change fields declared here;
 an unknown key, a value of the wrong type or one outside its range (FIELD_RANGES) is
@@ -30,6 +33,7 @@ class DataConfig:
     max_src_tokens: int = 200  # well inside BERT's 512 positions; longer pairs are dropped
     max_tgt_tokens: int = 200  # plus BOS/EOS must fit model.max_target_positions
     max_length_ratio: float = 2.5  # char-length ratio beyond which a pair is a misalignment
+    ratio_min_chars: int = 10  # shorter sides say little about alignment ("Sí." / "Yes.")
     dev_fraction: float = 0.015  # carved out by hashing the pair when no dev set is given
     test_fraction: float = 0.015
     limit_train: int = 0  # keep the first N cleaned train pairs (0 = all): quick runs, scaling
@@ -75,12 +79,14 @@ class TrainConfig:
     weight_decay: float = 0.01
     adam_beta1: float = 0.9
     adam_beta2: float = 0.98  # the Transformer's usual value: steadier with inverse-sqrt
+    adam_eps: float = 1e-8  # AdamW's usual epsilon
     seed: int = 1
     # auto: bf16 autocast where the hardware runs it natively (bf16 GPUs, AVX512-BF16/AMX
     # CPUs: 1.4-1.5x faster decoder steps on 2 cores), fp32 elsewhere.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     cache_encoder: bool = True  # stage 1 reads encoder states from disk instead of recomputing
     cache_dtype: Literal["float16", "float32"] = "float16"  # halves the cache; loss moves < 1e-3
+    cache_batch_tokens: int = 8192  # source tokens per encoder call while building the cache
     # where the stage-1 state cache lives ("" = $NMT_BERT_CACHE/encoder-states, see caches.py);
     # never under the prepared data, which training only reads
     cache_dir: str = ""
@@ -91,6 +97,8 @@ class TrainConfig:
     average_last: int = 0  # keep the last K eval checkpoints and average them at the end (0 = off)
     log_every: int = 50
     max_bad_steps: int = 20  # consecutive NaN/inf steps before rolling back
+    collapse_ratio: float = 0.5  # stage-2 dev BLEU below this share of the best: roll back
+    max_rollbacks: int = 3  # stage-2 roll-backs before giving up with an error
     threads: int = 0  # torch CPU threads (0 = torch's default)
 
 
@@ -217,7 +225,8 @@ RANGE_TESTS: dict[str, Callable[[float], bool]] = {
 FIELD_RANGES: dict[str, str] = {
     "data.min_chars": "positive", "data.max_chars": "positive",
     "data.max_src_tokens": "positive", "data.max_tgt_tokens": "positive",
-    "data.max_length_ratio": ">= 1", "data.dev_fraction": "in [0, 1)",
+    "data.max_length_ratio": ">= 1", "data.ratio_min_chars": ">= 0",
+    "data.dev_fraction": "in [0, 1)",
     "data.test_fraction": "in [0, 1)", "data.limit_train": ">= 0",
     "data.tgt_vocab_size": "positive", "data.sp_character_coverage": "in (0, 1]",
     "data.sp_max_sentences": "positive",
@@ -231,6 +240,8 @@ FIELD_RANGES: dict[str, str] = {
     "train.accumulate": "positive", "train.label_smoothing": "in [0, 1)",
     "train.clip_norm": "positive", "train.weight_decay": ">= 0",
     "train.adam_beta1": "in [0, 1)", "train.adam_beta2": "in [0, 1)",
+    "train.adam_eps": "positive", "train.cache_batch_tokens": "positive",
+    "train.collapse_ratio": "in [0, 1)", "train.max_rollbacks": ">= 0",
     "train.seed": "in [0, 2**32)", "train.eval_every": "positive",
     "train.valid_beam": "positive", "train.patience": ">= 0", "train.average_last": ">= 0",
     "train.log_every": "positive", "train.max_bad_steps": "positive", "train.threads": ">= 0",

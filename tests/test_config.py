@@ -98,3 +98,15 @@ def test_every_adapter_kind_the_config_names_has_a_class():
     from nmt_bert.model.adapters import ADAPTERS
 
     assert set(typing.get_args(typing.get_type_hints(ModelConfig)["adapter"])) == set(ADAPTERS)
+
+
+def test_bundled_recipes_override_only_what_differs_from_the_defaults():
+    import yaml
+
+    from nmt_bert.config import RECIPES
+
+    defaults = config_to_dict(Config())
+    for recipe in sorted(RECIPES.glob("*.yaml")):
+        for section, values in yaml.safe_load(recipe.read_text()).items():
+            for key, value in values.items():
+                assert defaults[section][key] != value, f"{recipe.name}: {section}.{key} repeats the default"

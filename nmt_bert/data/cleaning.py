@@ -33,8 +33,6 @@ from nmt_bert.data.prepared_dir import SPLITS
 REASONS = ("empty", "too_short", "too_long_chars", "length_ratio", "duplicate",
            "overlaps_dev_test", "source_in_dev_test", "limit_train", "too_long_tokens",
            "exceeds_model_limits")
-# Below this many characters on either side the length ratio says little ("Sí." / "Yes.").
-RATIO_MIN_CHARS = 10
 # Control characters other than whitespace, plus zero-width space and a stray BOM: invisible,
 # they would only split words into odd tokens. (Whitespace controls become spaces below.)
 _INVISIBLE = re.compile("[%s]" % "".join(
@@ -64,7 +62,7 @@ def pair_reason(src: str, tgt: str, data: DataConfig, train: bool) -> str | None
         return None
     if longer > data.max_chars:
         return "too_long_chars"
-    if shorter >= RATIO_MIN_CHARS and longer / shorter > data.max_length_ratio:
+    if shorter >= data.ratio_min_chars and longer / shorter > data.max_length_ratio:
         return "length_ratio"
     return None
 

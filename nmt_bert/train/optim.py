@@ -56,7 +56,7 @@ def param_groups(model: nn.Module, stage: int, cfg: TrainConfig) -> list[dict]:
 
 def make_optimizer(model: nn.Module, stage: int, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(param_groups(model, stage, cfg), betas=(cfg.adam_beta1, cfg.adam_beta2),
-                             eps=1e-8)
+                             eps=cfg.adam_eps)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:

@@ -35,8 +35,6 @@ from nmt_bert.train.run_log import RunLog
 from nmt_bert.train.run_setup import RunSetup, count_parameters
 from nmt_bert.train.validation import evaluate_dev
 
-COLLAPSE = 0.5  # stage-2 dev BLEU below half the best so far counts as a collapse
-MAX_ROLLBACKS = 3
 
 
 @dataclass
@@ -81,7 +79,8 @@ class Trainer:
         if stage == 1 and self.cfg.cache_encoder:
             self.cache = dist.on_rank0_first(lambda: build_or_load(
                 encoder_states_dir(self.cfg.cache_dir), self.model, self.setup.train_data, self.setup.fingerprint,
-                self.cfg.cache_dtype, self.device, log=self.log.info))
+                self.cfg.cache_dtype, self.device, batch_tokens=self.cfg.cache_batch_tokens,
+                log=self.log.info))
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         self.log.info(f"stage {stage}: {self.stage_steps(stage)} steps, encoder "
                       f"{'frozen' if stage == 1 else 'trainable'}, {trainable:,} trainable parameters"
@@ -176,7 +175,7 @@ class Trainer:
             self.log.info(f"{dist.world_size()} replicas identical (weights sha256 {digest[:16]})")
         scores = evaluate_dev(self.model, self.setup, self.device, self.cfg.valid_beam)
         if self.state.stage == 2 and self.state.best_bleu > 1 and \
-                scores["bleu"] < COLLAPSE * self.state.best_bleu:
+                scores["bleu"] < self.cfg.collapse_ratio * self.state.best_bleu:
             self.roll_back(f"dev BLEU collapsed from {self.state.best_bleu:.2f} to {scores['bleu']:.2f}")
             return False
         improved = scores["bleu"] > self.state.best_bleu
@@ -204,7 +203,7 @@ class Trainer:
         from nmt_bert.config import save_config
 
         best = self.run_dir.checkpoint("best") / WEIGHTS
-        if self.state.stage != 2 or not best.exists() or self.state.rollbacks >= MAX_ROLLBACKS:
+        if self.state.stage != 2 or not best.exists() or self.state.rollbacks >= self.cfg.max_rollbacks:
             raise UserError(f"{reason}; lower train.lr / train.encoder_lr or check the data")
         self.model.load_state_dict(load_file(str(best)))
         self.cfg.encoder_lr *= 0.5
