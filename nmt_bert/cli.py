@@ -57,6 +57,10 @@ DeviceOpt = Annotated[
     str, typer.Option("--device", help="cpu, cuda, cuda:1, ... or auto (cuda when available).")
 ]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (train.seed).")]
+BudgetOpt = Annotated[
+    Optional[str], typer.Option("--time-budget", help="Wall-clock budget such as 15m, 90s or "
+                                "1.5h: the schedule is fitted to it (train.max_minutes).")
+]
 ModelOpt = Annotated[
     Path, typer.Option("--model", "-m", help="Run directory or checkpoint directory.")
 ]
@@ -131,12 +135,17 @@ def _stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, interrupt)
 
 
-def _config(recipe: Optional[str], overrides: Optional[list[str]], seed: Optional[int] = None):
+def _config(recipe: Optional[str], overrides: Optional[list[str]], seed: Optional[int] = None,
+            budget: Optional[str] = None):
     from nmt_bert.config import load_config
 
     sets = list(overrides or [])
     if seed is not None:
         sets.append(f"train.seed={seed}")
+    if budget is not None:
+        from nmt_bert.train.budget import parse_minutes
+
+        sets.append(f"train.max_minutes={parse_minutes(budget)}")
     return load_config(recipe, sets)
 
 
@@ -174,13 +183,15 @@ def train(
     set_: SetOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = None,
+    time_budget: BudgetOpt = None,
 ) -> None:
     """Train: stage 1 with the encoder frozen, stage 2 with it unfrozen."""
     if resume is None and (data is None or out is None):
         raise UserError("give --data and --out for a new run, or --resume RUN_DIR")
-    config = None if resume is not None else _config(recipe, set_, seed)
-    if resume is not None and (recipe or set_ or seed is not None):
-        raise UserError("--resume continues with the run's own config; drop --recipe/--set/--seed")
+    config = None if resume is not None else _config(recipe, set_, seed, time_budget)
+    if resume is not None and (recipe or set_ or seed is not None or time_budget):
+        raise UserError("--resume continues with the run's own config (and time budget); "
+                        "drop --recipe/--set/--seed/--time-budget")
     from nmt_bert.train.training import train as run_train
 
     run_train(data_dir=data, run_dir=resume or out, config=config, device=device,
@@ -238,12 +249,17 @@ def pipeline(
     recipe: RecipeOpt = "fast-cpu",
     set_: SetOpt = None,
     device: DeviceOpt = "auto",
+    time_budget: Annotated[Optional[str], typer.Option(
+        "--time-budget", help="Wall-clock budget for the whole job (15m, 1h): training gets "
+        "what prepare leaves, less a reserve for translating and scoring.")] = None,
 ) -> None:
     """The main job: prepare the bundled corpus, train, translate its test set, score it
     (the fast-cpu recipe unless --recipe names another)."""
     from nmt_bert.pipeline import run_pipeline
+    from nmt_bert.train.budget import parse_minutes
 
-    run_pipeline(out, _config(recipe, set_), device=device)
+    minutes = parse_minutes(time_budget) if time_budget is not None else None
+    run_pipeline(out, _config(recipe, set_), device=device, budget_minutes=minutes)
 
 
 def run(argv: list[str] | None = None) -> int:

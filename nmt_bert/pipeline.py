@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -59,16 +59,25 @@ def _prepared_matches(data_dir: Path, config: Config) -> bool:
 
 
 def run_pipeline(out: Path, config: Config, device: str = "auto",
-                 console: Console | None = None) -> dict:
-    """Run every step not already done under `out`; returns the summary it also writes."""
+                 console: Console | None = None, budget_minutes: float | None = None) -> dict:
+    """Run every step not already done under `out`; returns the summary it also writes.
+
+    `budget_minutes` bounds the whole job: training gets what prepare leaves of it, less a
+    reserve for translating and scoring (TRANSLATE_RESERVE of the budget, at least 30 s).
+    """
     console = console or Console(stderr=True)
     out = Path(out)
     check_pipeline_dir(out)
     with exclusive(out):
-        return _run_pipeline(out, config, device, console)
+        return _run_pipeline(out, config, device, console, budget_minutes)
 
 
-def _run_pipeline(out: Path, config: Config, device: str, console: Console) -> dict:
+TRANSLATE_RESERVE = 0.05
+
+
+def _run_pipeline(out: Path, config: Config, device: str, console: Console,
+                  budget_minutes: float | None) -> dict:
+    job_started = time.perf_counter()
     from nmt_bert.data.corpora import CorpusSpec
     from nmt_bert.data.prepare import prepare
     from nmt_bert.train.training import train
@@ -84,6 +93,15 @@ def _run_pipeline(out: Path, config: Config, device: str, console: Console) -> d
         prepare(CorpusSpec(), data_dir, config)
     timings["prepare"] = time.perf_counter() - start
 
+    if budget_minutes is not None:
+        spent = (time.perf_counter() - job_started) / 60
+        reserve = max(0.5, TRANSLATE_RESERVE * budget_minutes)
+        train_minutes = budget_minutes - spent - reserve
+        if train_minutes <= 0:
+            raise UserError(f"--time-budget {budget_minutes:g}m: prepare took {spent:.1f} min, "
+                            "nothing is left for training")
+        config = replace(config, train=replace(config.train, max_minutes=round(train_minutes, 3)))
+        console.print(f"time budget: {train_minutes:.1f} of {budget_minutes:g} min for training")
     start = time.perf_counter()
     if run.resumable() is not None and not run.finished:
         train(None, run.path, None, device=device, resume=True)

@@ -74,6 +74,23 @@ def check_replicas(model: torch.nn.Module) -> str | None:
     return digests[0]
 
 
+def broadcast_int(value: int) -> int:
+    """Rank 0's `value` on every rank (a plan all replicas must follow); `value` otherwise."""
+    if not td.is_initialized():
+        return value
+    box = [value]
+    td.broadcast_object_list(box, src=0)
+    return int(box[0])
+
+
+def broadcast_float(value: float) -> float:
+    if not td.is_initialized():
+        return value
+    box = [value]
+    td.broadcast_object_list(box, src=0)
+    return float(box[0])
+
+
 def shard(batches: list[T]) -> list[T]:
     """Each rank takes every world_size-th batch; all ranks get the same count."""
     if not td.is_initialized():

@@ -26,6 +26,11 @@ class TrainProgress:
     def __exit__(self, *exc) -> None:
         self.progress.__exit__(*exc)
 
+    def set_total(self, total: int) -> None:
+        """A re-planned stage (time budget) has a new number of steps."""
+        self.total = total
+        self.progress.update(self.task, total=total)
+
     def update(self, step: int, out: dict, seconds: float) -> None:
         self.tokens += out.get("tokens", 0)
         self.seconds += seconds

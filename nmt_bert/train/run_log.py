@@ -32,6 +32,17 @@ class RunLog:
         with open(self.run.metrics, "a", encoding="utf-8") as f:
             f.write(json.dumps({"time": round(time.time(), 3), **fields}) + "\n")
 
+    def last_record_time(self) -> float | None:
+        """Wall-clock time of the last metrics record (how far a killed session got)."""
+        if not self.run.metrics.exists():
+            return None
+        for line in reversed(self.run.metrics.read_text(encoding="utf-8").splitlines()):
+            try:
+                return float(json.loads(line)["time"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return None
+
     def drop_after(self, step: int) -> int:
         """Remove records of steps after `step` (replayed after a resume); return how many."""
         if not self.enabled or not self.run.metrics.exists():

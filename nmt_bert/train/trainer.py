@@ -19,6 +19,8 @@ import torch
 
 from nmt_bert.train import distributed as dist
 from nmt_bert.train.averaging import average_checkpoints, prune_snapshots
+from nmt_bert.train.budget import (FIRST_EVAL_GUESS, MEASURE_STEPS, TimeBudget, eval_points,
+                                   fit_steps, replanned_factor)
 from nmt_bert.caches import encoder_states_dir
 from nmt_bert.model.checkpoint import WEIGHTS, load_trainer_state, save_checkpoint
 from nmt_bert.train.curves import plot_curves
@@ -36,7 +38,6 @@ from nmt_bert.train.run_setup import RunSetup, count_parameters
 from nmt_bert.train.validation import evaluate_dev
 
 
-
 @dataclass
 class TrainState:
     stage: int = 1
@@ -49,6 +50,14 @@ class TrainState:
     skipped_steps: int = 0  # NaN/inf losses skipped
     bad_in_a_row: int = 0  # consecutive skipped steps (max_bad_steps of them: roll back)
     rollbacks: int = 0
+    # with a time budget (train.max_minutes, see budget.py):
+    planned_steps: int = 0  # the current stage's planned steps (0: the configured ones)
+    anchor_step: int = 0  # where the linear decay was last re-planned (0: never)
+    anchor_factor: float = 1.0  # its factor there
+    evals_in_stage: int = 0
+    stage_deadline: float = 0.0  # budget seconds by which the current stage ends
+    seconds_spent: float = 0.0  # budget seconds spent when this state was saved
+    saved_at: float = 0.0  # wall-clock time of that save
 
 
 class Trainer:
@@ -61,15 +70,32 @@ class Trainer:
         self.cache: EncoderCache | None = None
         self.batches: list = []
         self.interrupts = Interrupts()  # signals wait for the step in progress to complete
+        self.budget: TimeBudget | None = None  # set by `train` when train.max_minutes > 0
+        self.step_seconds: list[float] = []
+        self.eval_seconds: float | None = None  # measured at the last evaluation
+        self.save_seconds = 1.0
 
     # --- stages -----------------------------------------------------------------------
-    def stage_steps(self, stage: int) -> int:
+    def configured_steps(self, stage: int) -> int:
         return self.cfg.stage1_steps if stage == 1 else self.cfg.stage2_steps
+
+    def stage_steps(self, stage: int) -> int:
+        """The stage's steps: configured, or as planned to fit the time budget."""
+        if self.budget is not None and stage == self.state.stage and self.state.planned_steps:
+            return self.state.planned_steps
+        return self.configured_steps(stage)
 
     def begin_stage(self, stage: int) -> None:
         """Start `stage` from its first step: freezing, a fresh optimizer, the state cache."""
         self.state.stage, self.state.step = stage, 0
+        self.state.planned_steps = self.state.anchor_step = self.state.evals_in_stage = 0
+        self.state.anchor_factor = 1.0
         self.enter_stage(stage)
+        if self.budget is not None:  # measured after the cache: its build counts as spent
+            self.state.stage_deadline = self.budget.seconds
+            if stage == 1 and self.cfg.stage2_steps > 0:
+                self.state.stage_deadline = dist.broadcast_float(self.budget.elapsed() + max(
+                    0.0, self.budget.left()) * (1 - self.cfg.stage2_share))
 
     def enter_stage(self, stage: int) -> None:
         self.model.freeze_encoder(stage == 1, embeddings_frozen=self.cfg.freeze_embeddings_stage2)
@@ -125,9 +151,7 @@ class Trainer:
             self.state.skipped_steps += 1  # the update is dropped, the batch is consumed
             self.optimizer.zero_grad(set_to_none=True)
             return {"skipped": True, "tokens": tokens}
-        factor = lr_factor(self.state.step + 1, self.warmup(), self.cfg.schedule,
-                           self.stage_steps(self.state.stage))
-        set_lr(self.optimizer, factor)
+        set_lr(self.optimizer, self.schedule_factor(self.state.step + 1))
         self.optimizer.step()
         self.state.step += 1
         self.state.global_step += 1
@@ -137,14 +161,61 @@ class Trainer:
     def warmup(self) -> int:
         return self.cfg.warmup_steps if self.state.stage == 1 else self.cfg.stage2_warmup_steps
 
+    def schedule_factor(self, step: int) -> float:
+        """The learning-rate multiplier at `step` of the current stage."""
+        total = self.stage_steps(self.state.stage)
+        if self.state.anchor_step and step > self.state.anchor_step:
+            return replanned_factor(step, total, self.state.anchor_step, self.state.anchor_factor)
+        return lr_factor(step, self.warmup(), self.cfg.schedule, total)
+
+    # --- the time budget ----------------------------------------------------------------
+    def planned_evaluations(self) -> int:
+        return max(1, round(self.configured_steps(self.state.stage) / self.cfg.eval_every))
+
+    def eval_due(self) -> bool:
+        step = self.state.step
+        if self.budget is None:
+            return step % self.cfg.eval_every == 0
+        points = eval_points(self.stage_steps(self.state.stage), self.planned_evaluations())
+        return self.state.evals_in_stage < len(points) and step >= points[self.state.evals_in_stage]
+
+    def replan_due(self) -> bool:
+        if self.budget is None or len(self.step_seconds) < min(MEASURE_STEPS, 3):
+            return False
+        every = max(MEASURE_STEPS, self.stage_steps(self.state.stage) // 20)
+        late = self.budget.elapsed() > self.state.stage_deadline
+        return late or self.state.step == MEASURE_STEPS or self.state.step % every == 0
+
+    def replan(self) -> None:
+        """Fit the stage's remaining steps to the time left, keeping the schedule continuous."""
+        step = self.state.step
+        recent = sorted(self.step_seconds[-50:])
+        step_s = recent[len(recent) // 2]  # the median: one slow step does not move the plan
+        eval_s = self.eval_seconds if self.eval_seconds is not None else FIRST_EVAL_GUESS * step_s
+        last_stage = self.state.stage == 2 or self.cfg.stage2_steps == 0
+        reserve = 2 * self.save_seconds + (eval_s if self.cfg.average_last > 0 else 0.0)
+        left = self.state.stage_deadline - self.budget.elapsed() - (reserve if last_stage else 0.0)
+        evals_left = max(0, self.planned_evaluations() - self.state.evals_in_stage)
+        total = dist.broadcast_int(step + fit_steps(left, step_s, evals_left, eval_s, 0.0))
+        if self.cfg.schedule == "linear" and step >= self.warmup():
+            self.state.anchor_factor, self.state.anchor_step = self.schedule_factor(step), step
+        if total != self.state.planned_steps:
+            self.log.info(f"time budget: {self.budget.left() / 60:.1f} min left, {step_s:.2f} "
+                          f"s/step, {eval_s:.1f} s/evaluation: stage {self.state.stage} "
+                          f"planned for {total:,} steps")
+        self.state.planned_steps = total
+
     # --- checkpoints ------------------------------------------------------------------
     def trainer_state(self) -> dict:
+        if self.budget is not None:
+            self.state.seconds_spent, self.state.saved_at = self.budget.elapsed(), time.time()
         return {"state": asdict(self.state), "optimizer": self.optimizer.state_dict(),
                 "rng": torch.get_rng_state()}
 
     def save(self, name: str, meta: dict, resumable: bool) -> None:
         if not dist.is_rank0():
             return
+        started = time.perf_counter()
         try:
             save_checkpoint(self.run_dir.checkpoint(name), self.model, self.setup.config,
                             self.setup.assets, {**meta, "step": self.state.global_step,
@@ -156,10 +227,14 @@ class Trainer:
                     else f"start again with --out {self.run_dir.path}")
             raise UserError(f"{where}: cannot write the checkpoint ({err.strerror or err}); "
                             f"free space, then {then}") from None
+        self.save_seconds = max(self.save_seconds, time.perf_counter() - started)
 
     def restore(self, path: Path) -> None:
         saved = load_trainer_state(path)
         self.state = TrainState(**saved["state"])
+        if self.budget is not None:  # the time spent so far counts, up to the last log line
+            lost = max(0.0, (self.log.last_record_time() or 0.0) - self.state.saved_at)
+            self.budget.spent_before = self.state.seconds_spent + min(lost, 24 * 3600)
         replayed = self.log.drop_after(self.state.global_step)
         self.enter_stage(self.state.stage)
         self.optimizer.load_state_dict(saved["optimizer"])
@@ -178,6 +253,7 @@ class Trainer:
                 scores["bleu"] < self.cfg.collapse_ratio * self.state.best_bleu:
             self.roll_back(f"dev BLEU collapsed from {self.state.best_bleu:.2f} to {scores['bleu']:.2f}")
             return False
+        self.state.evals_in_stage += 1
         improved = scores["bleu"] > self.state.best_bleu
         if improved:
             self.state.best_bleu, self.state.evals_without_gain = scores["bleu"], 0
@@ -233,10 +309,14 @@ class Trainer:
                     self.save("best", {"dev": scores, "averaged_last": k}, resumable=False)
         if plot_curves(self.run_dir.metrics, self.run_dir.curves):
             self.log.info(f"curves: {self.run_dir.curves}")
-        self.run_dir.finished_file.write_text(json.dumps({
+        finished = {
             "best_dev_bleu": self.state.best_bleu, "steps": self.state.global_step,
             "skipped_steps": self.state.skipped_steps, "seconds_this_session": round(seconds, 1),
-        }, indent=2))
+        }
+        if self.budget is not None:
+            finished.update(budget_minutes=self.cfg.max_minutes,
+                            seconds_in_budget=round(self.budget.elapsed(), 1))
+        self.run_dir.finished_file.write_text(json.dumps(finished, indent=2))
 
     # --- the loop ---------------------------------------------------------------------
     def run(self) -> None:
@@ -257,7 +337,7 @@ class Trainer:
         """Train the current stage to its end; True when early stopping ended training."""
         total = self.stage_steps(self.state.stage)
         with TrainProgress(self.state.stage, total, self.state.step, self.log) as progress:
-            while self.state.step < total:
+            while self.state.step < self.stage_steps(self.state.stage):
                 start = time.perf_counter()
                 with self.interrupts.hold():  # an update and its log line land together
                     out = self.train_step()
@@ -271,10 +351,20 @@ class Trainer:
                         self.roll_back(f"{self.state.bad_in_a_row} consecutive steps had NaN/inf loss")
                     continue
                 self.state.bad_in_a_row = 0
-                last = self.state.step == total
-                if self.state.step % self.cfg.eval_every == 0 or last:
-                    if self.evaluate():
+                self.step_seconds.append(time.perf_counter() - start)
+                if self.replan_due():
+                    self.replan()
+                    progress.set_total(self.stage_steps(self.state.stage))
+                last = self.state.step == self.stage_steps(self.state.stage)
+                if self.eval_due() or last:
+                    began = time.perf_counter()
+                    stop = self.evaluate()
+                    self.eval_seconds = time.perf_counter() - began
+                    if stop:
                         self.log.info("early stopping: no dev BLEU gain in "
                                       f"{self.cfg.patience} evaluations")
                         return True
+                    if self.budget is not None and not last:  # with the measured evaluation
+                        self.replan()
+                        progress.set_total(self.stage_steps(self.state.stage))
         return False

@@ -16,6 +16,7 @@ from nmt_bert.errors import UserError
 from nmt_bert.data.prepared_dir import reconcile_encoder
 from nmt_bert.train.run_dir import RunDir
 from nmt_bert.train.run_log import RunLog
+from nmt_bert.train.budget import TimeBudget
 from nmt_bert.train.run_setup import build, seed_everything
 from nmt_bert.train.trainer import Trainer
 
@@ -27,7 +28,9 @@ def train(data_dir: Path | None, run_dir: Path, config: Config | None, device: s
     """Train a new run (data_dir + config) or resume one; returns the run directory.
 
     One process writes a run: the run's lock is held throughout (rank 0 under torchrun).
+    With train.max_minutes the budget's clock starts here (budget.py).
     """
+    started = time.perf_counter()
     run = RunDir(run_dir)
     dist.init()
     try:
@@ -36,14 +39,14 @@ def train(data_dir: Path | None, run_dir: Path, config: Config | None, device: s
             if dist.is_rank0():
                 run.check_new(data_dir)  # before creating anything
         with run.lock() if dist.is_rank0() else contextlib.nullcontext():
-            _train_locked(run, data_dir, config, device, resume)
+            _train_locked(run, data_dir, config, device, resume, started)
     finally:
         dist.cleanup()
     return run.path
 
 
 def _train_locked(run: RunDir, data_dir: Path | None, config: Config | None, device: str,
-                  resume: bool) -> None:
+                  resume: bool, started: float) -> None:
     if resume:
         config, data_dir, _ = run.read()
         last = run.resumable()
@@ -61,15 +64,18 @@ def _train_locked(run: RunDir, data_dir: Path | None, config: Config | None, dev
     seed_everything(config.train.seed)
     setup = build(run, Path(data_dir), config, last if resume else None, log)
     trainer = Trainer(setup, run, torch_device, log)
+    if config.train.max_minutes > 0:
+        trainer.budget = TimeBudget(config.train.max_minutes)
+        trainer.budget.started = started
     if resume:
         trainer.restore(last)
-    started = time.perf_counter()
+    session = time.perf_counter()
     try:
         # A scheduler's SIGTERM gets the same clean stop as Ctrl-C: checkpoint, then exit.
         with trainer.interrupts.installed():
             trainer.run()
             if dist.is_rank0():
-                trainer.finish(time.perf_counter() - started)
+                trainer.finish(time.perf_counter() - session)
     except KeyboardInterrupt:
         if trainer.optimizer is not None:
             trainer.save("last", {"interrupted": True}, resumable=True)

@@ -1,0 +1,70 @@
+"""A wall-clock budget for `train`: the schedule is fitted to the time there is.
+
+The budget counts the whole `train` command (encoder load, cache build, steps, evaluations,
+the final checkpoint) and, after a resume, the time the run had already spent. The trainer
+measures its step and evaluation times as it goes and re-plans the stage's number of steps
+(`fit_steps`) after a few steps and after each evaluation, so the run ends inside the budget
+with its schedule completed: a linear decay re-planned at step t0 continues from its current
+factor straight down to zero at the new end (`replanned_factor`), never cut off mid-way.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+
+from nmt_bert.errors import UserError
+
+MEASURE_STEPS = 10  # steps timed before the first plan
+FIRST_EVAL_GUESS = 20.0  # an evaluation costs about this many steps until one is measured
+_UNITS = {"s": 1 / 60, "m": 1.0, "h": 60.0, "": 1.0}
+
+
+def parse_minutes(text: str) -> float:
+    """'15m', '90s', '1.5h' or a plain number of minutes -> minutes (> 0)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|m|h|min)?\s*", str(text).lower())
+    if not match:
+        raise UserError(f"--time-budget {text!r}: expected a duration such as 15m, 90s or 1.5h")
+    minutes = float(match.group(1)) * _UNITS[(match.group(2) or "")[:1]]
+    if not minutes > 0:
+        raise UserError(f"--time-budget {text!r}: must be more than zero")
+    return minutes
+
+
+class TimeBudget:
+    """Seconds left of `minutes`, counted from construction plus time spent before."""
+
+    def __init__(self, minutes: float, spent_before: float = 0.0, clock=time.perf_counter):
+        self.seconds = minutes * 60.0
+        self.spent_before = spent_before
+        self.clock = clock
+        self.started = clock()
+
+    def elapsed(self) -> float:
+        return self.spent_before + (self.clock() - self.started)
+
+    def left(self) -> float:
+        return self.seconds - self.elapsed()
+
+
+def fit_steps(seconds_left: float, step_seconds: float, evals_left: int, eval_seconds: float,
+              reserve_seconds: float) -> int:
+    """How many more steps fit: N * step + evals * eval + reserve <= seconds left (N >= 1)."""
+    usable = seconds_left - evals_left * eval_seconds - reserve_seconds
+    return max(1, int(usable / max(step_seconds, 1e-6)))
+
+
+def eval_points(total: int, evaluations: int) -> list[int]:
+    """The steps of a stage of `total` steps at which its `evaluations` evaluations fall,
+    evenly spread and ending at the last step."""
+    evaluations = max(1, min(evaluations, total))
+    return sorted({math.ceil(total * (k + 1) / evaluations) for k in range(evaluations)})
+
+
+def replanned_factor(step: int, total: int, anchor_step: int, anchor_factor: float) -> float:
+    """A linear decay re-planned at `anchor_step` (where its factor was `anchor_factor`):
+    straight down from there to zero at `total`."""
+    if total <= anchor_step:
+        return 0.0
+    return max(0.0, anchor_factor * (total - step) / (total - anchor_step))
