@@ -58,7 +58,9 @@ DeviceOpt = Annotated[
 ]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (train.seed).")]
 ModelOpt = Annotated[
-    Path, typer.Option("--model", "-m", help="Run directory or checkpoint directory.")
+    Optional[Path], typer.Option("--model", "-m", help="Run directory or checkpoint directory "
+                                 "(default: $NMT_BERT_MODEL, else the newest finished run "
+                                 "under ./runs/).")
 ]
 
 F = TypeVar("F", bound=Callable)
@@ -191,7 +193,7 @@ def train(
 @friendly_errors
 def translate(
     input: Annotated[str, typer.Argument(help="Text file to translate, one sentence a line; - for stdin.")] = "-",
-    model: ModelOpt = Path("."),
+    model: ModelOpt = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
     beam: Annotated[Optional[int], typer.Option(help="Beam size (1 = greedy); decode.beam_size.")] = None,
     nbest: Annotated[Optional[int], typer.Option(help="Hypotheses per sentence, as Moses n-best lines: i ||| text ||| score.")] = None,

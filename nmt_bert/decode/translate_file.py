@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
 from nmt_bert.atomic import atomic_file
+from nmt_bert.decode.default_model import choose_model
 from nmt_bert.decode.input_chunks import input_chunks
 from nmt_bert.decode.load import open_translator
 from nmt_bert.decode.translator import TranslateStats, Translation
@@ -31,9 +32,12 @@ from nmt_bert.progress import progress_bar
 from nmt_bert.textio import check_readable_file, count_lines
 
 
-def translate_file(input: str, model: Path, output: Path | None, overrides: list[str],
+def translate_file(input: str, model: Path | None, output: Path | None, overrides: list[str],
                    device: str = "auto") -> TranslateStats:
     """Translate `input` ("-" for stdin) with the run or checkpoint at `model`, chunk by chunk.
+
+    Without `model`: $NMT_BERT_MODEL, else the newest finished run under ./runs/
+    (`default_model.choose_model`), said on stderr.
 
     Writes to stdout, flushed after each chunk, or to `output` atomically: its temporary
     sibling grows chunk by chunk and replaces `output` only at the end, so a failed or
@@ -48,6 +52,9 @@ def translate_file(input: str, model: Path, output: Path | None, overrides: list
     source = None if input == "-" else check_readable_file(Path(input), "input file")
     if output is not None:
         check_output(Path(output), source)
+    model, why = choose_model(model)
+    if why is not None:
+        console.print(f"model: {model} ({why})", highlight=False, soft_wrap=True)
     translator = open_translator(model, device=device, overrides=overrides)
     if output is not None:
         create_parent(Path(output), console)
