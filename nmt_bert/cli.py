@@ -62,7 +62,9 @@ BudgetOpt = Annotated[
                                 "1.5h: the schedule is fitted to it (train.max_minutes).")
 ]
 ModelOpt = Annotated[
-    Path, typer.Option("--model", "-m", help="Run directory or checkpoint directory.")
+    Optional[Path], typer.Option("--model", "-m", help="Run directory or checkpoint directory "
+                                 "(default: $NMT_BERT_MODEL, else the newest finished run "
+                                 "under ./runs/).")
 ]
 
 F = TypeVar("F", bound=Callable)
@@ -202,21 +204,22 @@ def train(
 @friendly_errors
 def translate(
     input: Annotated[str, typer.Argument(help="Text file to translate, one sentence a line; - for stdin.")] = "-",
-    model: ModelOpt = Path("."),
+    model: ModelOpt = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
     beam: Annotated[Optional[int], typer.Option(help="Beam size (1 = greedy); decode.beam_size.")] = None,
     nbest: Annotated[Optional[int], typer.Option(help="Hypotheses per sentence, as Moses n-best lines: i ||| text ||| score.")] = None,
+    buffer_lines: Annotated[Optional[int], typer.Option(help="From a pipe or terminal: translate once this many lines wait and input pauses; decode.buffer_lines.")] = None,
     set_: SetOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Translate a file line by line (empty lines stay empty, order is kept)."""
+    """Translate a file or stdin line by line, streaming: each chunk of lines is written as
+    soon as it is translated (empty lines stay empty, order is kept)."""
     from nmt_bert.decode.translate_file import translate_file
 
     overrides = list(set_ or [])
-    if beam is not None:
-        overrides.append(f"decode.beam_size={beam}")
-    if nbest is not None:
-        overrides.append(f"decode.nbest={nbest}")
+    for key, value in (("beam_size", beam), ("nbest", nbest), ("buffer_lines", buffer_lines)):
+        if value is not None:
+            overrides.append(f"decode.{key}={value}")
     translate_file(input, model, output, overrides=overrides, device=device)
 
 

@@ -169,8 +169,8 @@ def test_failed_write_leaves_no_output_file(checkpoint_dir, tmp_path, monkeypatc
     out.write_text("previous\n", encoding="utf-8")
     real = translate_file_module.output_lines
 
-    def failing(translations, nbest):
-        yield from list(real(translations, nbest))[:1]
+    def failing(translations, nbest, first=0):
+        yield from list(real(translations, nbest, first))[:1]
         raise RuntimeError("killed half-way")
 
     monkeypatch.setattr(translate_file_module, "output_lines", failing)

@@ -39,6 +39,7 @@ from nmt_bert.data.coverage import coverage
 from nmt_bert.errors import UserError
 from nmt_bert.model.special_tokens import BOS, EOS, PAD, UNK
 from nmt_bert.data.prepared_dir import FORMAT, FORMAT_VERSION, is_prepared, summary_table
+from nmt_bert.progress import progress_bar
 from nmt_bert.textio import write_lines
 
 PREPARED_WHAT = "a prepared data directory (no nmt-bert manifest.json)"
@@ -295,8 +296,9 @@ def _chunks(items, size: int) -> Iterator[list]:
 
 
 def _progress(console: Console) -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                    MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
+    """Live bars on a terminal; elsewhere a line as each step starts and every half minute."""
+    return progress_bar(console, SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                        MofNCompleteColumn(), TimeElapsedColumn(), unit="pairs", announce=True)
 
 
 @contextlib.contextmanager

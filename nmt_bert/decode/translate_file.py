@@ -1,67 +1,126 @@
-"""The `translate` command: a text file (or stdin) in, one translation per line out."""
+"""The `translate` command: a text file (or stdin) in, one translation per line out, streamed.
+
+The input is read lazily in chunks (decode.chunk_lines lines; from a pipe or terminal, also
+whatever has arrived when the input pauses, see `input_chunks`). Each chunk is translated
+(sorted by length inside the chunk, order restored) and its lines written and flushed before
+the next chunk is read, so memory does not grow with the input and output appears as it is
+made.
+
+`translate_file` needs from the object `open_translator` returns only `translate(lines,
+progress)`, `config` (a DecodeConfig) and `stats` (a TranslateStats).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
 from nmt_bert.atomic import atomic_file
-from nmt_bert.errors import UserError
-from nmt_bert.textio import decode_line, read_lines
+from nmt_bert.decode.default_model import choose_model
+from nmt_bert.decode.input_chunks import input_chunks
 from nmt_bert.decode.load import open_translator
-from nmt_bert.decode.translator import TranslateStats, Translation, Translator
+from nmt_bert.decode.translator import TranslateStats, Translation
+from nmt_bert.decode.translator import Translator  # noqa: F401 - tests patch its loading here
+from nmt_bert.errors import UserError
+from nmt_bert.progress import progress_bar
+from nmt_bert.textio import check_readable_file, count_lines
 
 
-def translate_file(input: str, model: Path, output: Path | None, overrides: list[str],
+def translate_file(input: str, model: Path | None, output: Path | None, overrides: list[str],
                    device: str = "auto") -> TranslateStats:
-    """Translate `input` ("-" for stdin) with the checkpoint at `model`.
+    """Translate `input` ("-" for stdin) with the run or checkpoint at `model`, chunk by chunk.
 
-    Writes to stdout, or to `output` atomically (a failed run leaves no partial file). An
-    unusable `output` fails before the model is loaded; its missing parent directories are
-    created (and reported) once the model has loaded, before translating.
+    Without `model`: $NMT_BERT_MODEL, else the newest finished run under ./runs/
+    (`default_model.choose_model`), said on stderr.
+
+    Writes to stdout, flushed after each chunk, or to `output` atomically: its temporary
+    sibling grows chunk by chunk and replaces `output` only at the end, so a failed or
+    interrupted run leaves a previous `output` as it was. An interrupted run (Ctrl-C,
+    SIGTERM) says on stderr how many lines were done, then re-raises KeyboardInterrupt. An
+    unusable input or `output` fails before the model is loaded; missing parent directories
+    of `output` are created (and reported) once the model has loaded, before translating.
     With decode.nbest > 1 each input gives Moses-style `i ||| hypothesis ||| score` lines
-    (i counts input lines from 0). A summary goes to stderr.
+    (i counts input lines from 0, across chunks). A summary goes to stderr.
     """
     console = Console(stderr=True)
+    source = None if input == "-" else check_readable_file(Path(input), "input file")
     if output is not None:
-        check_output(Path(output), None if input == "-" else Path(input))
-    lines = read_stdin() if input == "-" else read_lines(Path(input), "input file")
+        check_output(Path(output), source)
+    model, why = choose_model(model)
+    if why is not None:
+        console.print(f"model: {model} ({why})", highlight=False, soft_wrap=True)
     translator = open_translator(model, device=device, overrides=overrides)
     if output is not None:
         create_parent(Path(output), console)
-    translations = run_with_progress(translator, lines, console, show=input != "-")
-    nbest = translator.config.nbest
-    if output is None:
-        sys.stdout.flush()
-        out = getattr(sys.stdout, "buffer", None)
-        for line in output_lines(translations, nbest):
-            if out is not None:
-                out.write((line + "\n").encode("utf-8"))
-            else:
-                sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-    else:
-        with atomic_file(Path(output)) as handle:
-            for line in output_lines(translations, nbest):
-                handle.write(line + "\n")
+    cfg = translator.config
+    chunks = input_chunks(source, cfg.chunk_lines, cfg.buffer_lines)
+    total = count_lines(source) if source is not None and source.is_file() else None
+    # A bar only for a file, and not while translations appear on the same terminal.
+    show = source is not None and not (output is None and is_terminal(sys.stdout))
+    done = 0
+    try:
+        with progress(console, total, show) as advance, open_output(output) as write:
+            for chunk in chunks:
+                translations = translator.translate(chunk, progress=advance)
+                write(output_lines(translations, cfg.nbest, done))
+                done += len(chunk)
+    except KeyboardInterrupt:
+        where = f"{output} is unchanged" if output is not None else "written to stdout"
+        console.print(f"stopped after {done:,} translated lines ({where})", highlight=False,
+                      soft_wrap=True)
+        raise
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly
+        stop_writing_stdout()
+        console.print(f"stdout was closed after {done:,} lines: stopped", highlight=False,
+                      soft_wrap=True)
     print_summary(console, translator.stats)
     return translator.stats
 
 
-def read_stdin() -> list[str]:
-    """All of stdin, decoded as strictly as files are; errors name `<stdin>:LINE`."""
-    stream = getattr(sys.stdin, "buffer", sys.stdin)
-    lines = []
-    for number, raw in enumerate(stream, start=1):
-        if isinstance(raw, str):  # a text-only stdin (embedding applications)
-            raw = raw.encode("utf-8", errors="surrogateescape")
-        lines.append(decode_line(raw, "<stdin>", number))
-    return lines
+@contextlib.contextmanager
+def open_output(output: Path | None) -> Iterator[Callable[[Iterator[str]], None]]:
+    """A `write(lines)` that writes each line plus "\\n" and flushes: to stdout, or into the
+    temporary file that `atomic_file` renames onto `output` when the block succeeds."""
+    if output is not None:
+        with atomic_file(Path(output)) as handle:
+            def write_file(lines: Iterator[str]) -> None:
+                handle.write("".join(line + "\n" for line in lines))
+                handle.flush()
+
+            yield write_file
+        return
+    sys.stdout.flush()
+    binary = getattr(sys.stdout, "buffer", None)
+
+    def write_stdout(lines: Iterator[str]) -> None:
+        text = "".join(line + "\n" for line in lines)
+        if binary is not None:
+            binary.write(text.encode("utf-8"))
+            binary.flush()
+        else:  # a text-only stdout (embedding applications)
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    yield write_stdout
+
+
+def is_terminal(stream) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def stop_writing_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush finds no closed pipe."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def check_output(output: Path, input: Path | None) -> None:
@@ -103,19 +162,21 @@ def create_parent(output: Path, console: Console) -> None:
     console.print(f"created directory {output.parent}", highlight=False, soft_wrap=True)
 
 
-def run_with_progress(translator: Translator, lines: list[str], console: Console,
-                      show: bool) -> list[Translation]:
-    """Translate with a progress bar on stderr, drawn only where stderr is a terminal."""
+@contextlib.contextmanager
+def progress(console: Console, total: int | None,
+             show: bool) -> Iterator[Callable[[int], None]]:
+    """An `advance(n)` for translated lines: a bar on a terminal (when `show`), plain lines
+    every half minute where stderr is not a terminal (`nmt_bert.progress`)."""
     columns = (TextColumn("translating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    disable = not (show and console.is_terminal)
-    with Progress(*columns, console=console, transient=True, disable=disable) as bar:
-        task = bar.add_task("translate", total=len(lines))
-        return translator.translate(lines, progress=lambda n: bar.advance(task, n))
+    with progress_bar(console, *columns, show=show, unit="lines") as bar:
+        task = bar.add_task("translating", total=total)
+        yield lambda n: bar.advance(task, n)
 
 
-def output_lines(translations: list[Translation], nbest: int) -> Iterator[str]:
-    """The best translation per input line, or Moses n-best lines when `nbest` > 1."""
-    for index, translation in enumerate(translations):
+def output_lines(translations: list[Translation], nbest: int, first: int = 0) -> Iterator[str]:
+    """The best translation per input line, or Moses n-best lines when `nbest` > 1, whose
+    index counts input lines from `first` (the chunk's first line in the whole input)."""
+    for index, translation in enumerate(translations, start=first):
         if nbest == 1:
             yield translation.text
             continue

@@ -18,13 +18,15 @@ class RunLog:
         self.run, self.enabled = run, enabled
         self.console = console or Console(stderr=True)
 
-    def info(self, message: str) -> None:
+    def info(self, message: str, echo: bool = True) -> None:
+        """Append `message` to train.log; print it on the console too unless not `echo`."""
         if not self.enabled:
             return
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         with open(self.run.log_file, "a", encoding="utf-8") as f:
             f.write(f"{stamp} {message}\n")
-        self.console.print(message, highlight=False)
+        if echo:  # soft_wrap: a log file or CI console gets each message on one line
+            self.console.print(message, highlight=False, soft_wrap=True)
 
     def record(self, **fields) -> None:
         if not self.enabled:

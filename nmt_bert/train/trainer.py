@@ -345,6 +345,7 @@ class Trainer:
                     if not out.get("skipped") and self.state.step % self.cfg.log_every == 0:
                         self.log.record(kind="train", stage=self.state.stage,
                                         step=self.state.global_step, **out, **progress.rates())
+                        progress.log_step(self.state.step, out)
                 if out.get("skipped"):
                     self.state.bad_in_a_row += 1
                     if self.state.bad_in_a_row >= self.cfg.max_bad_steps:
