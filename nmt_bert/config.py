@@ -47,7 +47,9 @@ class ModelConfig:
     # ablation); train it from the start (stage1_steps 0), a frozen random encoder reads noise
     encoder_init: Literal["pretrained", "random"] = "pretrained"
     prune_encoder_vocab: bool = True  # keep only embedding rows the corpus uses (250k -> ~15k)
-    adapter: Literal["mlp", "linear", "none"] = "mlp"  # "none" only where widths match
+    # mlp/linear end in a LayerNorm; affine (one Linear) is the kind `export` can fold into
+    # the decoder exactly; "none" only where widths match
+    adapter: Literal["mlp", "linear", "none", "affine"] = "mlp"
     adapter_hidden: int = 1024
     d_model: int = 256  # small decoder: trains at useful speed on 2 CPU cores
     decoder_layers: int = 3
