@@ -104,6 +104,11 @@ class DecodeConfig:
     max_len_b: int = 10
     batch_size: int = 32  # sentences per batch, sorted by length
     nbest: int = 1
+    # Source pieces the training corpus never had: auto reads them through the whole
+    # pretrained word table where the embeddings were never trained (frozen in both stages)
+    # and the encoder is available offline, else as unknown (with a note); on requires the
+    # table; off keeps the pruned one. See nmt_bert/model/full_vocab.py.
+    full_vocab: Literal["auto", "on", "off"] = "auto"
 
 
 @dataclass
@@ -295,6 +300,8 @@ def _coerce(value: Any, expected: Any, dotted: str, source: str) -> Any:
     origin = typing.get_origin(expected)
     if origin is Literal:
         choices = typing.get_args(expected)
+        if isinstance(value, bool) and {"on", "off"} <= set(choices):
+            value = "on" if value else "off"  # YAML 1.1 reads a bare on/off as a boolean
         if value in choices:
             return value
         raise UserError(
