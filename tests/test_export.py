@@ -224,6 +224,31 @@ def test_beam_search_keeps_per_sentence_limits(exported):
         assert scores == sorted(scores, reverse=True)
 
 
+def test_roberta_type_encoder_positions(tiny_encoder_dir, tmp_path):
+    """XLM-R numbers positions from padding_idx + 1: the export starts its table there."""
+    from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaModel
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder_dir)
+    encoder_dir = tmp_path / "xlmr"
+    tokenizer.save_pretrained(encoder_dir)
+    torch.manual_seed(3)
+    config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                              num_attention_heads=2, intermediate_size=64,
+                              max_position_embeddings=258, type_vocab_size=1,
+                              pad_token_id=tokenizer.pad_token_id)
+    XLMRobertaModel(config).save_pretrained(encoder_dir)
+    case = Case("xlmr-affine", 32, 2, "affine", 32, 2, 2, False)
+    ckpt = make_checkpoint(tmp_path, case, encoder_dir)
+    export = export_model(ckpt, tmp_path / "export", "float32", note=_no_note).path
+    ours = Translator.from_checkpoint(ckpt, note=_no_note)
+    assert ours.model.encoder.config.model_type == "xlm-roberta"
+    theirs = open_translator(export, device="cpu", note=_no_note)
+    targets = random_targets(ours, len(LINES), seed=6)
+    a = teacher_forced(ours, LINES, targets)
+    b = exported_logprobs(theirs, LINES, targets)
+    assert max(float((x - y).abs().max()) for x, y in zip(a, b)) < FP32_TOLERANCE
+
+
 def test_int8_within_tolerance(one_export, tmp_path):
     ckpt, _ = one_export
     export = export_model(ckpt, tmp_path / "int8", "int8", note=_no_note).path

@@ -5,7 +5,7 @@ Encoder (a Hugging Face BERT-family model, post-norm):
     layernorm_embedding=True) with scale_embeddings=False; q/k/v fused into
     self_attention.linear[0]. Token type 0 is added into the position table (our inputs
     never carry another type). RoBERTa-type encoders number positions from
-    padding_idx + 1 (`encoders.OFFSET_POSITIONS`), so their table starts at that row.
+    padding_idx + 1 (`position_offset`), so their table starts at that row.
 Decoder (ours, nmt_bert.model.decoder, pre-norm with a final LayerNorm):
     TransformerDecoderSpec(pre_norm=True, activation=GELU (erf, as nn.GELU)) with
     embeddings scaled by sqrt(d_model) (times c, see below); the learned position table
@@ -134,12 +134,20 @@ def _norm(spec, norm: nn.LayerNorm) -> None:
     spec.gamma, spec.beta = _f32(norm.weight), _f32(norm.bias)
 
 
+def position_offset(encoder: nn.Module) -> int:
+    """The position-table row of the first token: RoBERTa-type embeddings number positions
+    from padding_idx + 1 (as Hugging Face computes them, for inputs without padding)."""
+    padding_idx = getattr(encoder.embeddings, "padding_idx", None)
+    if padding_idx is not None:
+        return int(padding_idx) + 1
+    return OFFSET_POSITIONS.get(encoder.config.model_type, 0)
+
+
 def _set_encoder(spec, encoder: nn.Module, word_table: Tensor) -> None:
     emb = encoder.embeddings
     if getattr(encoder.config, "position_embedding_type", "absolute") != "absolute":
         raise UserError("only encoders with absolute position embeddings can be exported")
-    offset = OFFSET_POSITIONS.get(encoder.config.model_type, 0)
-    positions = emb.position_embeddings.weight[offset:]  # (P, E), row i = position i
+    positions = emb.position_embeddings.weight[position_offset(encoder):]  # (P, E): row i = i
     spec.embeddings[0].weight = _f32(word_table)
     spec.position_encodings.encodings = _f32(positions + emb.token_type_embeddings.weight[0])
     _norm(spec.layernorm_embedding, emb.LayerNorm)
