@@ -19,11 +19,12 @@ from nmt_bert.atomic import atomic_dir, check_replaceable
 from nmt_bert.config import config_from_dict, read_yaml, save_config
 from nmt_bert.errors import UserError
 from nmt_bert.export.export_dir import ExportDir, is_export
-from nmt_bert.export.spec import build_spec, check_exportable
+from nmt_bert.export.spec import build_spec, check_exportable, residual_scale
 from nmt_bert.model.special_tokens import BOS, EOS, UNK
 
 QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16",
                  "bfloat16", "float32")  # CTranslate2's weight types
+FLOAT16_COMPUTE = ("float16", "int8_float16")  # no epsilon fold (export.spec)
 WHAT = "an nmt-bert export"
 
 
@@ -77,13 +78,17 @@ def export_model(path: Path, out: Path, quantization: str = "float32",
     specials = {"unk": sp.IdToPiece(UNK), "bos": sp.IdToPiece(BOS), "eos": sp.IdToPiece(EOS)}
     source_tokens = source_token_names(ckpt.tokenizer, row_ids, vocab.unk_id, specials["unk"])
     target_tokens = [sp.IdToPiece(i) for i in range(len(ckpt.target_vocab))]
-    spec = build_spec(ckpt.model, word_table, source_tokens, target_tokens, specials)
+    fold = quantization not in FLOAT16_COMPUTE
+    spec = build_spec(ckpt.model, word_table, source_tokens, target_tokens, specials, fold)
     manifest: dict[str, Any] = {
         "quantization": quantization,
         "source_table": {"rows": rows, "size": len(source_tokens), "note": choice.note},
         "max_source_tokens": encoder_max_tokens(ckpt.model, ckpt.tokenizer),
-        "layer_norm_epsilon": {"written": spec.config.layer_norm_epsilon,
-                               "decoder_trained_with": ckpt.model.decoder.norm.eps},
+        "layer_norm_epsilon": {
+            "written": spec.config.layer_norm_epsilon,
+            "decoder_trained_with": ckpt.model.decoder.norm.eps,
+            "decoder_stream_scale": (residual_scale(spec.config.layer_norm_epsilon,
+                                                    ckpt.model.decoder) if fold else 1.0)},
         "source": {"checkpoint": str(ckpt.path.resolve()), "meta": ckpt.meta,
                    "weights_sha256": file_sha256(ckpt.path / WEIGHTS)},
         "versions": {"nmt_bert": __version__, "ctranslate2": ct2.__version__},

@@ -24,7 +24,9 @@ LayerNorm epsilon:
     c = sqrt(e_encoder / e_decoder) (embedding scale, position table and every sublayer's
     output projection times c): its norms then compute exactly what ours do. Without it the
     log-probs move by up to ~4e-5 on the tiny test models (tests/test_export.py). For BERT's
-    1e-12, c is 3.2e-4: residual values of about 1e-4..1e-2, inside float16's normal range.
+    1e-12, c is 3.2e-4, which would push the position table below float16's normal range,
+    so float16 exports (float16, int8_float16) leave the stream unscaled (c = 1) and take
+    the small epsilon difference instead.
 """
 
 from __future__ import annotations
@@ -53,12 +55,15 @@ def check_exportable(config: ModelConfig, where: str) -> None:
 
 
 def build_spec(model: Seq2Seq, word_table: Tensor, source_tokens: Sequence[str],
-               target_tokens: Sequence[str], specials: dict[str, str]):
+               target_tokens: Sequence[str], specials: dict[str, str],
+               fold_epsilon: bool = True):
     """A `TransformerSpec` of `model` (to validate, optimize and save) whose encoder reads
     `word_table` (N, E): the model's own (possibly pruned) table or the whole pretrained one.
 
     `source_tokens` (N) and `target_tokens` (V) name the rows; `specials` gives the unk,
     bos and eos token strings of the target vocabulary (bos starts decoding).
+    `fold_epsilon` scales the decoder's residual stream so that its LayerNorms are exact at
+    the encoder's epsilon (see the module docstring); off for float16 compute.
     """
     from ctranslate2.specs import common_spec, transformer_spec
 
@@ -72,7 +77,7 @@ def build_spec(model: Seq2Seq, word_table: Tensor, source_tokens: Sequence[str],
     decoder_spec = transformer_spec.TransformerDecoderSpec(
         len(decoder.layers), model.config.heads, pre_norm=True,
         activation=common_spec.Activation.GELU)
-    stream = residual_scale(float(enc_config.layer_norm_eps), decoder)
+    stream = residual_scale(float(enc_config.layer_norm_eps), decoder) if fold_epsilon else 1.0
     decoder_spec.scale_embeddings = decoder.scale * stream  # Decoder.scale is sqrt(d_model)
     _set_encoder(encoder_spec, encoder, word_table)
     _set_decoder(decoder_spec, decoder, _memory_map(model), stream)
@@ -117,7 +122,8 @@ def _memory_map(model: Seq2Seq) -> tuple[Tensor, Tensor] | None:
 
 
 def _f32(t: Tensor) -> Tensor:
-    return t.detach().to("cpu", torch.float32).contiguous()
+    # A copy: CTranslate2 quantizes the arrays it is given in place.
+    return t.detach().to("cpu", torch.float32, copy=True).contiguous()
 
 
 def _linear(spec, weight: Tensor, bias: Tensor | None) -> None:
