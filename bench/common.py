@@ -22,6 +22,10 @@ REPO = BENCH.parent
 SMOKE_ROOT = Path(os.environ.get("NMT_BERT_BENCH_SMOKE", "/tmp/nmt-bert-bench-smoke"))
 # --smoke adds these to nmt_bert.tiny.TINY_MODEL (the tiny decoder the tests use too).
 SMOKE_EXTRA_SETS = ["train.batch_tokens=800", "decode.batch_size=8"]
+# The smoke runs' training: long enough for the word-for-word task to be learnt a little.
+SMOKE_TRAIN_SETS = ("train.stage1_steps=200", "train.stage2_steps=20",
+                    "train.stage2_warmup_steps=5", "train.eval_every=220", "train.log_every=50",
+                    "train.threads=1")
 
 
 # --- arguments ----------------------------------------------------------------------------
@@ -54,10 +58,7 @@ def smoke_assets() -> dict[str, Path]:
         build_tiny_encoder(paths["encoder"])
     if not paths["src"].exists():
         write_tiny_corpus(root / "corpus", pairs=800)
-    # Long enough for the word-for-word task to be learnt a little: outputs are not empty.
-    config = tiny_config(paths["encoder"], "train.stage1_steps=200", "train.stage2_steps=20",
-                         "train.stage2_warmup_steps=5", "train.eval_every=220",
-                         "train.log_every=50", "train.threads=1")
+    config = tiny_config(paths["encoder"], *SMOKE_TRAIN_SETS)
     if not (paths["data"] / "manifest.json").exists():
         from rich.console import Console
 
@@ -76,6 +77,23 @@ def smoke_assets() -> dict[str, Path]:
         shutil.rmtree(paths["run"], ignore_errors=True)  # ours: an unfinished smoke run
         train(paths["data"], paths["run"], config, device="cpu")
     return paths
+
+
+def smoke_affine_run() -> Path:
+    """The smoke run's twin with model.adapter=affine (exportable to CTranslate2), built once."""
+    paths = smoke_assets()
+    run = SMOKE_ROOT / "run-affine"
+    if not (run / "finished.json").exists():
+        import shutil
+
+        from conftest import tiny_config
+
+        from nmt_bert.train.training import train
+
+        config = tiny_config(paths["encoder"], *SMOKE_TRAIN_SETS, "model.adapter=affine")
+        shutil.rmtree(run, ignore_errors=True)
+        train(paths["data"], run, config, device="cpu")
+    return run
 
 
 def apply_smoke(args: argparse.Namespace) -> dict[str, Path] | None:

@@ -1,7 +1,14 @@
-"""Decoding speed: nmt-bert's Translator vs Hugging Face generate(), greedy and beam 5.
+"""Decoding speed: nmt-bert's Translator, its CTranslate2 exports and HF generate(), greedy and beam 5.
 
 nmt-bert: `Translator.from_checkpoint(--model).translate(test.src)`, the `translate` command's
 path, timed end to end (tokenize, encode, search, detokenize) after one warm-up batch.
+
+CTranslate2 fp32 / int8: the same model exported (`nmt-bert export --quantization float32 /
+int8`, written under --hyp-dir before timing) and read through `Ct2Translator`, the path
+`translate --model EXPORT_DIR` takes: same sentences, batches, decode options and timing,
+with --threads as CTranslate2's intra_threads (0: its default). Only models with an
+exportable adapter (model.adapter affine or none) get these systems; --smoke trains a tiny
+affine twin of the smoke run for them and uses it for every system.
 
 Peer: an EncoderDecoderModel with the checkpoint's own (pruned) encoder weights and a BERT
 decoder of the checkpoint's decoder size (layers, d_model, heads, ffn, target vocabulary);
@@ -12,7 +19,8 @@ decode.batch_size, same max-length rule (max_new_tokens = max over the batch of
 a * source + b, + 1 for EOS), same tokens generated. Quality is compared only between
 nmt-bert's own beam and greedy outputs.
 
-    python bench/decode_speed.py --model runs/fast-cpu/run --data /tmp/prep-bible --out results/decode.json
+    python bench/decode_speed.py --model runs/fast-affine/run --data runs/fast-affine/data \
+        --threads 2 --out results/decode.json
     python bench/decode_speed.py --smoke
 """
 
@@ -57,6 +65,43 @@ def ours(model: str, data: str, beam: int, limit: int, device: str, hyp_path: st
             "src_tokens": translator.stats.source_tokens, "batch_size": cfg.batch_size,
             "max_len_a": cfg.max_len_a, "max_len_b": cfg.max_len_b,
             "length_penalty": cfg.length_penalty}
+
+
+def ct2(model: str, export: str, data: str, beam: int, limit: int, device: str, threads: int,
+        hyp_path: str) -> dict:
+    """`model`'s CTranslate2 export (`export`) through Ct2Translator; writes hypotheses."""
+    from nmt_bert.decode.line_translator import TranslateStats
+    from nmt_bert.export.ct2_translator import Ct2Translator
+
+    translator = Ct2Translator.from_export(Path(export), device=device, threads=threads,
+                                           overrides=[f"decode.beam_size={beam}", "decode.nbest=1"])
+    lines = _sources(data, limit)
+    translator.translate(lines[: translator.config.batch_size])  # warm-up
+    translator.stats = TranslateStats()
+    start = time.perf_counter()
+    results = translator.translate(lines)
+    seconds = time.perf_counter() - start
+    lengths = [len(t.candidates[0].tokens) for t in results]
+    Path(hyp_path).write_text("".join(t.text + "\n" for t in results), encoding="utf-8")
+    return {**_rate(len(lines), sum(lengths), seconds), "beam": beam,
+            "src_tokens": translator.stats.source_tokens, "ct2_threads": threads}
+
+
+def export_systems(model: Path, hyp_dir: Path) -> dict[str, Path]:
+    """{system name: export directory} for fp32 and int8, or {} when the adapter cannot be
+    exported (said on stdout)."""
+    from nmt_bert.errors import UserError
+    from nmt_bert.export.exporter import export_model
+
+    systems = {}
+    for name, quantization in (("CTranslate2 fp32", "float32"), ("CTranslate2 int8", "int8")):
+        try:
+            systems[name] = export_model(model, hyp_dir / f"export-{quantization}",
+                                         quantization).path
+        except UserError as err:
+            print(f"CTranslate2 systems skipped: {err}", flush=True)
+            return {}
+    return systems
 
 
 def peer(model: str, data: str, beam: int, limit: int, device: str, lengths_path: str,
@@ -121,25 +166,34 @@ def main() -> None:
     p.add_argument("--beams", type=int, nargs="+", default=[5, 1], help="beam sizes (1 = greedy)")
     p.add_argument("--limit", type=int, default=0, help="first N test sentences (0 = all)")
     p.add_argument("--no-peer", action="store_true", help="skip the Hugging Face peer")
+    p.add_argument("--no-ct2", action="store_true", help="skip the CTranslate2 exports")
     p.add_argument("--hyp-dir", type=Path, help="where hypotheses go (default: beside --out)")
     p.add_argument("--seed", type=int, default=1, help="peer decoder initialisation")
     args = p.parse_args()
     common.quiet()
     smoke = common.apply_smoke(args)
     if smoke:
-        args.model = args.model or smoke["run"]
+        args.model = args.model or (smoke["run"] if args.no_ct2 else common.smoke_affine_run())
     if args.data is None or args.model is None:
         p.error("--data and --model are required (or --smoke)")
     hyp_dir = args.hyp_dir or (args.out.parent if args.out else Path("/tmp/nmt-bert-bench-decode"))
     hyp_dir.mkdir(parents=True, exist_ok=True)
     base = {"model": str(args.model), "data": str(args.data), "limit": args.limit,
             "device": args.device}
+    exports = {} if args.no_ct2 else export_systems(args.model, hyp_dir)
     rows = []
     for beam in args.beams:
         hyp = hyp_dir / f"nmt-bert.beam{beam}.hyp"
         print(f"nmt-bert beam {beam} ...", flush=True)
         r = measure("decode_speed:ours", {**base, "beam": beam, "hyp_path": str(hyp)}, args.threads)
         rows.append({"system": "nmt-bert", **r, "hyp": str(hyp)})
+        for name, export in exports.items():
+            ct2_hyp = hyp_dir / f"{Path(export).name}.beam{beam}.hyp"
+            print(f"{name} beam {beam} ...", flush=True)
+            r = measure("decode_speed:ct2", {**base, "export": str(export), "beam": beam,
+                                             "threads": args.threads, "hyp_path": str(ct2_hyp)},
+                        args.threads)
+            rows.append({"system": name, **r, "hyp": str(ct2_hyp)})
         if not args.no_peer:
             print(f"HF generate beam {beam} ...", flush=True)
             r = measure("decode_speed:peer", {**base, "beam": beam, "seed": args.seed,
@@ -154,10 +208,13 @@ def main() -> None:
 
 
 def score(rows: list[dict], data: Path, limit: int) -> dict:
-    """BLEU/chrF of nmt-bert's outputs per beam against each reference set, and beam vs greedy."""
+    """BLEU/chrF per system with outputs and beam against each reference set (nmt-bert's keys
+    unprefixed), each export's agreement with nmt-bert's output, and beam vs greedy."""
     from nmt_bert.metrics import score_lines
 
     hyps = {r["beam"]: common.read_lines(Path(r["hyp"])) for r in rows if r["system"] == "nmt-bert"}
+    others = {(r["system"], r["beam"]): common.read_lines(Path(r["hyp"]))
+              for r in rows if r["system"] != "nmt-bert" and "hyp" in r}
     out = {}
     for name, refs in common.reference_sets(data).items():
         streams = [common.read_lines(ref, limit) for ref in refs]
@@ -165,6 +222,15 @@ def score(rows: list[dict], data: Path, limit: int) -> dict:
             scores = score_lines(lines, streams)
             out[f"beam{beam} vs {name}"] = {**{s.name: round(s.score, 2) for s in scores},
                                             "signature": scores[0].signature}
+        for (system, beam), lines in others.items():
+            scores = score_lines(lines, streams)
+            out[f"{system} beam{beam} vs {name}"] = {
+                **{s.name: round(s.score, 2) for s in scores}, "signature": scores[0].signature}
+    for (system, beam), lines in others.items():
+        if beam in hyps:
+            same = sum(a == b for a, b in zip(lines, hyps[beam]))
+            out[f"{system} beam{beam} vs nmt-bert output"] = {"identical_lines": same,
+                                                              "lines": len(lines)}
     if 1 in hyps and len(hyps) > 1:
         for beam, lines in hyps.items():
             if beam != 1:
@@ -175,7 +241,10 @@ def score(rows: list[dict], data: Path, limit: int) -> dict:
 
 
 def report(rows: list[dict], quality: dict) -> None:
+    # Every child imports torch before the system starts (_measure): "over imports" is what
+    # the system itself added to the process's peak (model, tokenizer, its own libraries).
     table = [{**r, "peak_rss_mb": r.get("peak_rss_mb"),
+              "own_rss_mb": r.get("peak_rss_mb", 0) - r.get("rss_after_imports_mb", 0),
               "match": (f"{r['length_matches']}/{r['sentences']}" if "length_matches" in r else "-")}
              for r in rows]
     print()
@@ -183,16 +252,23 @@ def report(rows: list[dict], quality: dict) -> None:
                                ("sentences_per_s", "sent/s", ".2f"),
                                ("tgt_tokens_per_s", "tgt tok/s", ".1f"), ("seconds", "s", ".2f"),
                                ("peak_rss_mb", "peak RSS MB", ".0f"),
+                               ("own_rss_mb", "over imports", ".0f"),
                                ("match", "lengths = ours", "")])
+    peer_name = "HF generate (forced lengths)"
     for beam in sorted({r["beam"] for r in rows}):
-        ours_r = next((r for r in rows if r["beam"] == beam and r["system"] == "nmt-bert"), None)
-        peer_r = next((r for r in rows if r["beam"] == beam and r["system"] != "nmt-bert"), None)
-        if ours_r and peer_r and peer_r["tgt_tokens_per_s"] > 0:
-            print(f"beam {beam}: nmt-bert / HF = "
-                  f"{ours_r['tgt_tokens_per_s'] / peer_r['tgt_tokens_per_s']:.2f}x target tokens/s")
-    print("\nquality of nmt-bert's outputs (the untrained peer is timed only):")
+        at = {r["system"]: r for r in rows if r["beam"] == beam}
+        for base_name, key in (("nmt-bert", "nmt-bert"), ("HF", peer_name)):
+            base_r = at.get(key)
+            if base_r is None or base_r["tgt_tokens_per_s"] <= 0:
+                continue
+            for name, r in at.items():
+                if name not in (key, peer_name):
+                    print(f"beam {beam}: {name} / {base_name} = "
+                          f"{r['tgt_tokens_per_s'] / base_r['tgt_tokens_per_s']:.2f}x "
+                          "target tokens/s")
+    print("\nquality of the outputs (the untrained peer is timed only):")
     for name, s in quality.items():
-        print(f"  {name:<28} " + "  ".join(f"{k} {v}" for k, v in s.items() if k != "signature"))
+        print(f"  {name:<44} " + "  ".join(f"{k} {v}" for k, v in s.items() if k != "signature"))
     sig = next((s["signature"] for s in quality.values() if "signature" in s), None)
     if sig:
         print(f"  BLEU signature: {sig}")

@@ -265,6 +265,19 @@ def pipeline(
     run_pipeline(out, _config(recipe, set_), device=device, budget_minutes=minutes)
 
 
+@app.command()
+@friendly_errors
+def export(
+    model: Annotated[Path, typer.Argument(help="Run directory or checkpoint directory.", metavar="RUN_OR_CHECKPOINT")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Export directory to create.")],
+    quantization: Annotated[str, typer.Option(help="Weight type: int8, int8_float32, int8_float16, int8_bfloat16, int16, float16, bfloat16 or float32 (exact).")] = "float32",
+) -> None:
+    """Export a model to CTranslate2 for fast serving; `translate --model DIR` reads it."""
+    from nmt_bert.export.exporter import export_model
+
+    export_model(model, out, quantization)
+
+
 def run(argv: list[str] | None = None) -> int:
     """The `nmt-bert` entry point: the app, with usage errors as one line and exit 2."""
     try:

@@ -51,7 +51,9 @@ class ModelConfig:
     # ablation); train it from the start (stage1_steps 0), a frozen random encoder reads noise
     encoder_init: Literal["pretrained", "random"] = "pretrained"
     prune_encoder_vocab: bool = True  # keep only embedding rows the corpus uses (250k -> ~15k)
-    adapter: Literal["mlp", "linear", "none"] = "mlp"  # "none" only where widths match
+    # mlp/linear end in a LayerNorm; affine (one Linear) is the kind `export` can fold into
+    # the decoder exactly; "none" only where widths match
+    adapter: Literal["mlp", "linear", "none", "affine"] = "mlp"
     adapter_hidden: int = 1024
     d_model: int = 256  # small decoder: trains at useful speed on 2 CPU cores
     decoder_layers: int = 3
@@ -126,6 +128,11 @@ class DecodeConfig:
     # pauses and at least this many are waiting (fairseq-interactive's --buffer-size): 1
     # answers each line typed or sent alone at once, while a fast pipe still fills chunks.
     buffer_lines: int = 1
+    # Source pieces the training corpus never had: auto reads them through the whole
+    # pretrained word table where the embeddings were never trained (frozen in both stages)
+    # and the encoder is available offline, else as unknown (with a note); on requires the
+    # table; off keeps the pruned one. See nmt_bert/model/full_vocab.py.
+    full_vocab: Literal["auto", "on", "off"] = "auto"
 
 
 @dataclass
@@ -322,6 +329,8 @@ def _coerce(value: Any, expected: Any, dotted: str, source: str) -> Any:
     origin = typing.get_origin(expected)
     if origin is Literal:
         choices = typing.get_args(expected)
+        if isinstance(value, bool) and {"on", "off"} <= set(choices):
+            value = "on" if value else "off"  # YAML 1.1 reads a bare on/off as a boolean
         if value in choices:
             return value
         raise UserError(

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from nmt_bert.model.checkpoint import Assets, save_checkpoint
-from nmt_bert.config import Config, DecodeConfig, ModelConfig
+from nmt_bert.config import Config, DecodeConfig, ModelConfig, TrainConfig
 from nmt_bert.model.encoder_surgery import prune_embeddings
 from nmt_bert.model.seq2seq import Seq2Seq
 from nmt_bert.model.special_tokens import BOS, EOS, PAD
@@ -121,25 +121,29 @@ def train_tiny_spm(directory: Path, lines: list[str] | None = None,
 
 def build_tiny_checkpoint(directory: Path, encoder_dir: Path, *, seed: int = 0,
                           prune_to: list[str] | None = None,
-                          decode: dict | None = None) -> Path:
+                          decode: dict | None = None, model: dict | None = None,
+                          train: dict | None = None) -> Path:
     """Save a checkpoint of a tiny lively model that `Translator.from_checkpoint` can load.
 
     prune_to: source lines whose encoder pieces (plus special tokens) are the only embedding
     rows kept, as `prepare` would do for a corpus; None keeps the whole encoder vocabulary.
-    decode: DecodeConfig fields stored in the checkpoint's config.
+    decode, model, train: DecodeConfig / ModelConfig / TrainConfig fields stored in the
+    checkpoint's config (model fields also shape the model, e.g. the adapter kind).
     """
     from transformers import AutoTokenizer
 
     spm_path = train_tiny_spm(directory.parent / f"{directory.name}-spm")
-    model = build_tiny_model(encoder_dir, len(TargetVocab(spm_path)), seed)
+    changes = dict(model or {})
+    net = build_tiny_model(encoder_dir, len(TargetVocab(spm_path)), seed, **changes)
     tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
-    rows = model.encoder.get_input_embeddings().num_embeddings
+    rows = net.encoder.get_input_embeddings().num_embeddings
     source_vocab = SourceVocab(rows, tokenizer.unk_token_id)
     if prune_to is not None:
         ids = tokenizer(prune_to, add_special_tokens=False)["input_ids"]
         source_vocab = SourceVocab.build(ids, rows, tokenizer.unk_token_id,
                                          tokenizer.all_special_ids)
-        prune_embeddings(model.encoder, source_vocab.kept_tensor())
-    config = Config(model=tiny_model_config(), decode=DecodeConfig(**(decode or {})))
-    save_checkpoint(directory, model, config, Assets(encoder_dir, spm_path, source_vocab), meta={})
+        prune_embeddings(net.encoder, source_vocab.kept_tensor())
+    config = Config(model=tiny_model_config(**changes), train=TrainConfig(**(train or {})),
+                    decode=DecodeConfig(**(decode or {})))
+    save_checkpoint(directory, net, config, Assets(encoder_dir, spm_path, source_vocab), meta={})
     return directory

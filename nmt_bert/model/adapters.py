@@ -68,5 +68,20 @@ class IdentityAdapter(Adapter):
         return states
 
 
+class AffineAdapter(Adapter):
+    """Linear(h) and nothing after it: memory = A h + a.
+
+    The one kind with a norm-free, nonlinearity-free path to the decoder, so an export can
+    fold it into every cross-attention K/V projection exactly (nmt_bert.export).
+    """
+
+    def __init__(self, enc_dim: int, d_model: int, hidden: int, dropout: float):
+        super().__init__(enc_dim, d_model, hidden, dropout)
+        self.proj = nn.Linear(enc_dim, d_model)
+
+    def forward(self, states: Tensor) -> Tensor:
+        return self.proj(states)
+
+
 ADAPTERS: dict[str, type[Adapter]] = {"mlp": MlpAdapter, "linear": LinearAdapter,
-                                      "none": IdentityAdapter}
+                                      "none": IdentityAdapter, "affine": AffineAdapter}

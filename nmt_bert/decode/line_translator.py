@@ -1,0 +1,173 @@
+"""Lines of source text in, translations out: what every translator shares.
+
+Tokenization with the encoder's tokenizer (truncated to its positions), empty lines, length
+sorted batches, input order, progress and running statistics live here; a subclass only
+says how one batch of encoder-tokenizer ids is searched (`translate_batch`): our PyTorch
+search (`decode.translator.Translator`) or an exported CTranslate2 model
+(`export.ct2_translator.Ct2Translator`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from nmt_bert.config import DecodeConfig
+from nmt_bert.model.vocab import SourceVocab, TargetVocab
+
+
+@dataclass
+class Candidate:
+    text: str
+    tokens: list[int]  # target ids without BOS/EOS
+    score: float  # length-normalised log-probability (see nmt_bert.decode.search)
+    logprob: float
+
+
+@dataclass
+class Translation:
+    candidates: list[Candidate]  # best first, up to decode.nbest; one empty one for an empty line
+
+    @property
+    def text(self) -> str:
+        return self.candidates[0].text
+
+    @property
+    def score(self) -> float:
+        return self.candidates[0].score
+
+
+def empty_translation() -> Translation:
+    return Translation([Candidate("", [], 0.0, 0.0)])
+
+
+@dataclass
+class TranslateStats:
+    """Running totals over every `translate` call of one translator."""
+
+    sentences: int = 0  # input lines, empty ones included
+    source_tokens: int = 0  # encoder pieces fed to the model, special tokens included
+    target_tokens: int = 0  # tokens of the best hypotheses, EOS excluded
+    seconds: float = 0.0
+    oov_pieces: int = 0  # source pieces outside a pruned encoder vocabulary (read as unknown)
+    truncated: int = 0  # sentences cut to the encoder's maximum length
+    # pieces outside the training (pruned) vocabulary read through their pretrained rows
+    # (decode.full_vocab); they are not counted in oov_pieces
+    pretrained_pieces: int = 0
+
+    @property
+    def sentences_per_second(self) -> float:
+        return self.sentences / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def target_tokens_per_second(self) -> float:
+        return self.target_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+class LineTranslator:
+    """`translate(lines)` for any search over encoder-tokenizer ids.
+
+    `source_vocab` is the vocabulary the model reads through (pieces outside it count as
+    unknown); `training_vocab`, when it differs (a full pretrained table in use), is the
+    pruned one training saw, for the `pretrained_pieces` count.
+    """
+
+    def __init__(self, tokenizer: Any, source_vocab: SourceVocab, target_vocab: TargetVocab,
+                 decode_config: DecodeConfig, max_source_tokens: int, max_target_positions: int,
+                 training_vocab: SourceVocab | None = None):
+        self.tokenizer = tokenizer
+        self.source_vocab = source_vocab
+        self.target_vocab = target_vocab
+        self.config = decode_config
+        self.stats = TranslateStats()
+        self.kept = source_vocab.kept_mask()  # None when nothing was pruned
+        self.training_vocab = training_vocab
+        self.trained = training_vocab.kept_mask() if training_vocab is not None else None
+        self.max_source_tokens = max_source_tokens
+        self.max_target_positions = max_target_positions
+
+    def translate_batch(self, sources: list[list[int]]) -> list[Translation]:
+        """Encoder-tokenizer id lists (non-empty, with special tokens) -> translations."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Held around the batches of one `translate` call (e.g. a model in eval mode)."""
+        yield
+
+    def translate(self, lines: list[str],
+                  progress: Callable[[int], None] | None = None) -> list[Translation]:
+        """One Translation per line, in input order; `progress(n)` after each batch of n lines.
+
+        Empty and whitespace-only lines (and lines the tokenizer reduces to nothing) give an
+        empty translation without running the model; no lines give an empty list.
+        """
+        start = time.perf_counter()
+        encoded = self.encode_sources(lines)
+        results = [empty_translation() if not ids else None for ids in encoded]
+        sources = [(i, ids) for i, ids in enumerate(encoded) if ids]
+        empty = len(lines) - len(sources)
+        if progress is not None and empty:
+            progress(empty)
+        # Longest first: padding stays small and memory problems show up at once.
+        sources.sort(key=lambda item: -len(item[1]))
+        with self.running():
+            for first in range(0, len(sources), self.config.batch_size):
+                batch = sources[first: first + self.config.batch_size]
+                translations = self.translate_batch([ids for _, ids in batch])
+                for (index, _), translation in zip(batch, translations):
+                    results[index] = translation
+                if progress is not None:
+                    progress(len(batch))
+        self.stats.sentences += len(lines)
+        self.stats.target_tokens += sum(len(t.candidates[0].tokens) for t in results)
+        self.stats.seconds += time.perf_counter() - start
+        return results
+
+    def encode_sources(self, lines: list[str]) -> list[list[int]]:
+        """Encoder-tokenizer ids with special tokens, truncated to the encoder's positions.
+
+        Empty or whitespace-only lines and lines without any piece give []; an empty `lines`
+        gives [] without calling the tokenizer (it fails on an empty batch). Updates the
+        truncation and out-of-vocabulary counts.
+        """
+        if not lines:
+            return []
+        texts = [line if line.strip() else "" for line in lines]
+        encoded = self.tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
+        specials = self.tokenizer.num_special_tokens_to_add(pair=False)
+        limit = self.max_source_tokens
+        too_long = [i for i, ids in enumerate(encoded) if len(ids) > limit]
+        if too_long:  # re-encoded with truncation: the tokenizer knows where its specials go
+            cut = self.tokenizer([texts[i] for i in too_long], add_special_tokens=True,
+                                 truncation=True, max_length=limit)["input_ids"]
+            for i, ids in zip(too_long, cut):
+                encoded[i] = ids
+            self.stats.truncated += len(too_long)
+        out = []
+        for text, ids in zip(texts, encoded):
+            if not text or len(ids) <= specials:
+                out.append([])
+                continue
+            self.stats.oov_pieces += self.source_vocab.out_of_vocab(ids, self.kept)
+            if self.training_vocab is not None:
+                self.stats.pretrained_pieces += self.training_vocab.out_of_vocab(ids, self.trained)
+            self.stats.source_tokens += len(ids)
+            out.append(ids)
+        return out
+
+    def max_target_lengths(self, source_lengths: torch.Tensor) -> torch.Tensor:
+        """a * source tokens + b, at least 1, and leaving a decoder position for the EOS step."""
+        cfg = self.config
+        lengths = (cfg.max_len_a * source_lengths.float() + cfg.max_len_b).floor().long()
+        return lengths.clamp(1, self.max_target_positions - 1)
+
+    def candidate(self, tokens: list[int], score: float, logprob: float) -> Candidate:
+        # Whitespace collapsed: a decoded newline must never split one translation in two.
+        text = self.target_vocab.decode(tokens)
+        return Candidate(" ".join(text.split()), tokens, score, logprob)
