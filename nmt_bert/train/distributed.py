@@ -74,21 +74,13 @@ def check_replicas(model: torch.nn.Module) -> str | None:
     return digests[0]
 
 
-def broadcast_int(value: int) -> int:
+def broadcast(value: T) -> T:
     """Rank 0's `value` on every rank (a plan all replicas must follow); `value` otherwise."""
     if not td.is_initialized():
         return value
     box = [value]
     td.broadcast_object_list(box, src=0)
-    return int(box[0])
-
-
-def broadcast_float(value: float) -> float:
-    if not td.is_initialized():
-        return value
-    box = [value]
-    td.broadcast_object_list(box, src=0)
-    return float(box[0])
+    return box[0]
 
 
 def shard(batches: list[T]) -> list[T]:

@@ -94,7 +94,7 @@ class Trainer:
         if self.budget is not None:  # measured after the cache: its build counts as spent
             self.state.stage_deadline = self.budget.seconds
             if stage == 1 and self.cfg.stage2_steps > 0:
-                self.state.stage_deadline = dist.broadcast_float(self.budget.elapsed() + max(
+                self.state.stage_deadline = dist.broadcast(self.budget.elapsed() + max(
                     0.0, self.budget.left()) * (1 - self.cfg.stage2_share))
 
     def enter_stage(self, stage: int) -> None:
@@ -196,7 +196,7 @@ class Trainer:
         reserve = 2 * self.save_seconds + (eval_s if self.cfg.average_last > 0 else 0.0)
         left = self.state.stage_deadline - self.budget.elapsed() - (reserve if last_stage else 0.0)
         evals_left = max(0, self.planned_evaluations() - self.state.evals_in_stage)
-        total = dist.broadcast_int(step + fit_steps(left, step_s, evals_left, eval_s, 0.0))
+        total = dist.broadcast(step + fit_steps(left, step_s, evals_left, eval_s, 0.0))
         if self.cfg.schedule == "linear" and step >= self.warmup():
             self.state.anchor_factor, self.state.anchor_step = self.schedule_factor(step), step
         if total != self.state.planned_steps:
