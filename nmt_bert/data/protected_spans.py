@@ -217,3 +217,23 @@ def span_agreement(sources: list[str], hypotheses: list[str],
             lines += 1
             matching += Counter(want) == Counter(protector.spans(hyp))
     return SpanAgreement(lines, matching, list(protector.kinds))
+
+
+def mask_train_file(path, protector: Protector) -> int:
+    """Mask, in place, each "src<TAB>tgt" line of `path` whose sides carry the same spans;
+    return how many pairs were masked. Other lines are copied byte for byte."""
+    from pathlib import Path
+
+    path, masked = Path(path), 0
+    tmp = path.with_name(path.name + ".masking")
+    with open(path, encoding="utf-8", newline="\n") as lines, \
+            open(tmp, "w", encoding="utf-8", newline="\n") as out:
+        for line in lines:
+            src, tgt = line.rstrip("\n").split("\t", 1)
+            pair = protector.mask_pair(src, tgt)
+            if pair is not None:
+                masked += 1
+                line = f"{pair[0]}\t{pair[1]}\n"
+            out.write(line)
+    tmp.replace(path)
+    return masked
