@@ -92,22 +92,26 @@ def peak_rss_mb() -> float:
 
 
 def _child(target: str, args_path: str, result_path: str) -> None:
+    """Torch is set up only for systems that import it: a CTranslate2 system runs without it,
+    as `translate` on an export does, so its peak is what serving it costs."""
     sys.path.insert(0, str(HERE))
     spec = json.loads(Path(args_path).read_text())
-    import torch
-
+    if spec["threads"] > 0:  # read by torch when (and if) a system imports it
+        os.environ["OMP_NUM_THREADS"] = str(spec["threads"])
     import common
 
     common.quiet()
-    if spec["threads"] > 0:
-        torch.set_num_threads(spec["threads"])
     module, function = target.split(":")
     fn = getattr(importlib.import_module(module), function)
-    rss_before = peak_rss_mb()  # interpreter + torch + the module's imports
+    if spec["threads"] > 0 and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(spec["threads"])
+    rss_before = peak_rss_mb()  # interpreter + the module's imports
     result = fn(**spec["kwargs"])
     result["peak_rss_mb"] = peak_rss_mb()
     result["rss_after_imports_mb"] = rss_before
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    torch = sys.modules.get("torch")
+    result["torch_imported"] = torch is not None
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         result["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     Path(result_path).write_text(json.dumps(result, default=str))
 

@@ -241,11 +241,13 @@ def score(rows: list[dict], data: Path, limit: int) -> dict:
 
 
 def report(rows: list[dict], quality: dict) -> None:
-    # Every child imports torch before the system starts (_measure): "over imports" is what
-    # the system itself added to the process's peak (model, tokenizer, its own libraries).
+    # Each system runs in its own process (_measure); "over imports" is what the system itself
+    # added to the process's peak (model, tokenizer, weights). CTranslate2 systems never import
+    # torch, as `translate` on an export does not.
     table = [{**r, "peak_rss_mb": r.get("peak_rss_mb"),
               "own_rss_mb": r.get("peak_rss_mb", 0) - r.get("rss_after_imports_mb", 0),
-              "match": (f"{r['length_matches']}/{r['sentences']}" if "length_matches" in r else "-")}
+              "match": (f"{r['length_matches']}/{r['sentences']}" if "length_matches" in r else "-"),
+              "torch": "yes" if r.get("torch_imported", True) else "no"}
              for r in rows]
     print()
     common.print_table(table, [("system", "system", ""), ("beam", "beam", "d"),
@@ -253,6 +255,7 @@ def report(rows: list[dict], quality: dict) -> None:
                                ("tgt_tokens_per_s", "tgt tok/s", ".1f"), ("seconds", "s", ".2f"),
                                ("peak_rss_mb", "peak RSS MB", ".0f"),
                                ("own_rss_mb", "over imports", ".0f"),
+                               ("torch", "torch", ""),
                                ("match", "lengths = ours", "")])
     peer_name = "HF generate (forced lengths)"
     for beam in sorted({r["beam"] for r in rows}):

@@ -8,6 +8,8 @@ adapters are refused in one line, and `translate` takes an export as it takes a 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -393,3 +395,28 @@ def test_layer_norm_epsilon_effect_and_its_fold(one_export):
           f"encoder at 1e-5 {encoder_at_decoder_eps:.2e}")
     assert 1e-6 < decoder_at_encoder_eps < 1e-3  # measurable: the fold is worth having
     assert encoder_at_decoder_eps > decoder_at_encoder_eps  # the tiny BERT's small activations
+
+
+TORCH_PROBE = """
+import runpy, sys
+sys.argv = ["nmt-bert", *sys.argv[1:]]
+try:
+    runpy.run_module("nmt_bert", run_name="__main__")
+except SystemExit as exit:
+    assert not exit.code, exit.code
+print("torch imported:", "torch" in sys.modules)
+"""
+
+
+def test_translating_an_export_never_imports_torch(one_export, tmp_path):
+    """Serving an export needs CTranslate2, the tokenizer and SentencePiece only: `translate`
+    on an export directory runs in a process that never imports torch (half its memory)."""
+    _, export = one_export
+    source, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    source.write_text("\n".join(LINES[:3]) + "\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, "-c", TORCH_PROBE, "translate", str(source),
+                             "--model", str(export), "-o", str(out), "--device", "cpu"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "torch imported: False"
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 3

@@ -10,14 +10,14 @@ search (`decode.translator.Translator`) or an exported CTranslate2 model
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from nmt_bert.config import DecodeConfig
+from nmt_bert.errors import UserError
 from nmt_bert.data.protected_spans import PLACEHOLDER, Protector, compare, unmask
 from nmt_bert.model.vocab import SourceVocab, TargetVocab
 
@@ -26,7 +26,7 @@ from nmt_bert.model.vocab import SourceVocab, TargetVocab
 class Candidate:
     text: str
     tokens: list[int]  # target ids without BOS/EOS
-    score: float  # length-normalised log-probability (see nmt_bert.decode.search)
+    score: float  # length-normalised log-probability (see nmt_bert.decode.length_penalty)
     logprob: float
 
 
@@ -207,13 +207,28 @@ class LineTranslator:
             out.append(ids)
         return out
 
-    def max_target_lengths(self, source_lengths: torch.Tensor) -> torch.Tensor:
+    def max_target_length(self, source_length: int) -> int:
         """a * source tokens + b, at least 1, and leaving a decoder position for the EOS step."""
         cfg = self.config
-        lengths = (cfg.max_len_a * source_lengths.float() + cfg.max_len_b).floor().long()
-        return lengths.clamp(1, self.max_target_positions - 1)
+        length = math.floor(cfg.max_len_a * source_length + cfg.max_len_b)
+        return max(1, min(length, self.max_target_positions - 1))
 
     def candidate(self, tokens: list[int], score: float, logprob: float) -> Candidate:
         # Whitespace collapsed: a decoded newline must never split one translation in two.
         text = self.target_vocab.decode(tokens)
         return Candidate(" ".join(text.split()), tokens, score, logprob)
+
+
+def check_decode_overrides(overrides: list[str] | None) -> None:
+    """Translation takes `decode.*` overrides only."""
+    for assignment in overrides or []:
+        if not assignment.strip().startswith("decode."):
+            raise UserError(f"--set {assignment!r}: translation only accepts decode.* keys")
+
+
+def stderr_note(text: str) -> None:
+    """A one-line note on stderr (what `auto` choices print)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[dim]note:[/] {escape(text)}", highlight=False, soft_wrap=True)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from nmt_bert.decode.line_translator import LineTranslator
 
+if TYPE_CHECKING:
+    import torch
 
-def open_translator(path: Path | str, device: str | torch.device = "auto",
+
+def open_translator(path: Path | str, device: "str | torch.device" = "auto",
                     overrides: list[str] | None = None,
                     note: Callable[[str], None] | None = None) -> LineTranslator:
     """A translator for `path`; `overrides` are decode.* keys.

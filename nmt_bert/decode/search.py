@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nmt_bert.decode.length_penalty import normalised
 from nmt_bert.model.decoder import DecoderState
 from nmt_bert.model.seq2seq import Seq2Seq
 from nmt_bert.model.special_tokens import BOS, EOS, PAD
@@ -38,11 +39,6 @@ class Hypothesis:
     tokens: list[int]  # target ids, without BOS and EOS
     score: float  # logprob / (len(tokens) + 1) ** length_penalty
     logprob: float  # log-probability of tokens + [EOS]
-
-
-def normalised(logprob: float, length: int, length_penalty: float) -> float:
-    """Length-normalised score; `length` counts the EOS."""
-    return logprob / length**length_penalty
 
 
 def _start(model: Seq2Seq, states: Tensor, src_mask: Tensor, beams: int = 1) -> DecoderState:

@@ -25,8 +25,7 @@ from nmt_bert.atomic import atomic_file
 from nmt_bert.decode.default_model import choose_model
 from nmt_bert.decode.input_chunks import input_chunks
 from nmt_bert.decode.load import open_translator
-from nmt_bert.decode.translator import TranslateStats, Translation
-from nmt_bert.decode.translator import Translator  # noqa: F401 - tests patch its loading here
+from nmt_bert.decode.line_translator import TranslateStats, Translation
 from nmt_bert.errors import UserError
 from nmt_bert.progress import progress_bar
 from nmt_bert.textio import check_readable_file, count_lines

@@ -22,7 +22,8 @@ from nmt_bert.model.encoders import encoder_max_tokens
 from nmt_bert.errors import UserError
 from nmt_bert.model.seq2seq import Seq2Seq
 from nmt_bert.decode.line_translator import (  # noqa: F401 - the names callers import from here
-    Candidate, LineTranslator, TranslateStats, Translation, empty_translation)
+    Candidate, LineTranslator, TranslateStats, Translation, check_decode_overrides,
+    empty_translation, stderr_note)
 from nmt_bert.decode.search import Hypothesis, beam_search, greedy_search
 from nmt_bert.model.vocab import SourceVocab, TargetVocab
 
@@ -109,20 +110,10 @@ class Translator(LineTranslator):
                                     cfg.length_penalty, cfg.nbest)
         return [Translation([self.hypothesis_candidate(h) for h in hyps]) for hyps in nbest]
 
+    def max_target_lengths(self, source_lengths: torch.Tensor) -> torch.Tensor:
+        """(B,) source lengths -> (B,) longest targets, by `max_target_length`'s rule."""
+        return torch.tensor([self.max_target_length(n) for n in source_lengths.tolist()],
+                            device=source_lengths.device)
+
     def hypothesis_candidate(self, hyp: Hypothesis) -> Candidate:
         return self.candidate(hyp.tokens, hyp.score, hyp.logprob)
-
-
-def check_decode_overrides(overrides: list[str] | None) -> None:
-    """Translation takes `decode.*` overrides only."""
-    for assignment in overrides or []:
-        if not assignment.strip().startswith("decode."):
-            raise UserError(f"--set {assignment!r}: translation only accepts decode.* keys")
-
-
-def stderr_note(text: str) -> None:
-    """A one-line note on stderr (what `auto` choices print)."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True).print(f"[dim]note:[/] {escape(text)}", highlight=False, soft_wrap=True)

@@ -41,8 +41,9 @@ import numpy as np
 
 from nmt_bert.config import DecodeConfig, apply_override, config_from_dict, read_yaml, validate
 from nmt_bert.data.protected_spans import Protector
-from nmt_bert.decode.line_translator import LineTranslator, Translation
-from nmt_bert.decode.search import normalised
+from nmt_bert.decode.length_penalty import normalised
+from nmt_bert.decode.line_translator import (LineTranslator, Translation,
+                                             check_decode_overrides, stderr_note)
 from nmt_bert.errors import UserError
 from nmt_bert.export.export_dir import ExportDir
 from nmt_bert.model.special_tokens import BOS, EOS, PAD
@@ -85,9 +86,7 @@ class Ct2Translator(LineTranslator):
         training; on fails for an export that stores the pruned table only. `threads` is
         CTranslate2's intra_threads (0: its default).
         """
-        from nmt_bert.decode.translator import check_decode_overrides, stderr_note
-        from nmt_bert.devices import resolve_device
-        from nmt_bert.export.exporter import import_ctranslate2
+        from nmt_bert.export.runtime import import_ctranslate2
         from nmt_bert.model.encoders import load_local_tokenizer
 
         check_decode_overrides(overrides)
@@ -103,15 +102,14 @@ class Ct2Translator(LineTranslator):
                                                       config.decode.full_vocab, export)
         if message is not None:
             (note or stderr_note)(message)
-        torch_device = resolve_device(device)
+        kind, index = ct2_device(ct2, device)
         try:
-            model = ct2.Translator(str(export.ct2), device=torch_device.type,
-                                   device_index=torch_device.index or 0,
+            model = ct2.Translator(str(export.ct2), device=kind, device_index=index,
                                    compute_type="default", intra_threads=threads)
         except (RuntimeError, ValueError) as err:
             raise UserError(f"{export.ct2}: CTranslate2 cannot load this model "
                             f"({str(err).strip().splitlines()[0]})") from None
-        tokenizer = load_local_tokenizer(export.tokenizer_dir)
+        tokenizer = load_local_tokenizer(export.tokenizer_dir, backend_only=True)
         translator = cls(model, tokenizer, rows, export.source_tokens(), reading,
                          TargetVocab(export.spm), config.decode,
                          int(manifest["max_source_tokens"]), config.model.max_target_positions,
@@ -121,11 +119,9 @@ class Ct2Translator(LineTranslator):
 
     def translate_batch(self, sources: list[list[int]]) -> list[Translation]:
         """Encoder-tokenizer id lists (non-empty, with special tokens) -> translations."""
-        import torch
-
         cfg = self.config
         tokens = [[self.source_tokens[r] for r in self.rows[np.asarray(ids)]] for ids in sources]
-        limits = self.max_target_lengths(torch.tensor([len(s) for s in sources])).tolist()
+        limits = [self.max_target_length(len(s)) for s in sources]
         results = self._search(tokens, max(limits))
         redo: dict[int, list[int]] = {}  # limit -> sentences to search again with it
         for i, limit in enumerate(limits):
@@ -198,3 +194,25 @@ def _source_rows(table: dict, training: SourceVocab, mode: str, export: ExportDi
         kept = np.asarray(training.kept_ids, dtype=np.int64)
         return kept[training.lookup_table()], training, None, None
     return whole.lookup_table(), whole, training, None
+
+
+def ct2_device(ct2: Any, name: Any = "auto") -> tuple[str, int]:
+    """"auto", "cpu", "cuda" or "cuda:N" -> CTranslate2's (device, device_index), asking
+    CTranslate2 (not torch, which this path never imports) which CUDA devices it sees.
+    The same rule and messages as nmt_bert.devices.resolve_device."""
+    text = str(name).strip().lower()
+    kind, _, index_text = text.partition(":")
+    if kind not in ("auto", "cpu", "cuda") or (index_text and not index_text.isdigit()) or \
+            (index_text and kind != "cuda"):
+        raise UserError(f"--device {text!r}: expected auto, cpu, cuda or cuda:N")
+    count = ct2.get_cuda_device_count()
+    if kind == "auto":
+        return ("cuda", 0) if count > 0 else ("cpu", 0)
+    if kind == "cpu":
+        return "cpu", 0
+    if count == 0:
+        raise UserError(f"--device {text}: CUDA is not available here (use --device cpu)")
+    index = int(index_text or 0)
+    if index >= count:
+        raise UserError(f"--device {text}: only {count} CUDA device(s) visible")
+    return "cuda", index

@@ -19,6 +19,7 @@ from nmt_bert.atomic import atomic_dir, check_replaceable
 from nmt_bert.config import config_from_dict, read_yaml, save_config
 from nmt_bert.errors import UserError
 from nmt_bert.export.export_dir import ExportDir, is_export
+from nmt_bert.export.runtime import import_ctranslate2
 from nmt_bert.export.spec import build_spec, check_exportable, residual_scale
 from nmt_bert.model.special_tokens import BOS, EOS, UNK
 
@@ -26,16 +27,6 @@ QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16
                  "bfloat16", "float32")  # CTranslate2's weight types
 FLOAT16_COMPUTE = ("float16", "int8_float16")  # no epsilon fold (export.spec)
 WHAT = "an nmt-bert export"
-
-
-def import_ctranslate2():
-    """The ctranslate2 module, or a one-line UserError saying how to install it."""
-    try:
-        import ctranslate2
-    except ImportError:
-        raise UserError("exports need the ctranslate2 package: pip install "
-                        "'nmt-bert[export]' (or pip install 'ctranslate2>=4.5,<5')") from None
-    return ctranslate2
 
 
 def export_model(path: Path, out: Path, quantization: str = "float32",

@@ -23,16 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING
+
 
 from nmt_bert.config import Config, config_from_dict, read_yaml, save_config
 from nmt_bert.errors import UserError, first_line
-from nmt_bert.model.encoder_surgery import drop_pooler
-from nmt_bert.model.seq2seq import Seq2Seq
 from nmt_bert.atomic import atomic_dir
 from nmt_bert.model.vocab import SourceVocab, TargetVocab
+
+if TYPE_CHECKING:  # torch is imported where weights are read or written: the layout names
+    import torch   # above are read by code that never loads a model (run directories, exports)
+
+    from nmt_bert.model.seq2seq import Seq2Seq
 
 FORMAT_VERSION = 1
 WEIGHTS, TRAINER_STATE, META = "model.safetensors", "trainer_state.pt", "meta.json"
@@ -62,6 +64,9 @@ class Checkpoint:
 
 def save_checkpoint(path: Path, model: Seq2Seq, config: Config, assets: Assets, meta: dict,
                     trainer_state: dict | None = None) -> None:
+    import torch
+    from safetensors.torch import save_file
+
     with atomic_dir(path, ours=is_checkpoint, what="an nmt-bert checkpoint") as tmp:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS))
@@ -97,11 +102,15 @@ def resolve_checkpoint_dir(path: Path) -> Path:
     return found
 
 
-def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> Checkpoint:
+def load_checkpoint(path: Path, device: "str | torch.device" = "cpu") -> Checkpoint:
     """Rebuild the model from the checkpoint's own files; errors name the broken file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModel
 
+    from nmt_bert.model.encoder_surgery import drop_pooler
     from nmt_bert.model.encoders import load_local_tokenizer
+    from nmt_bert.model.seq2seq import Seq2Seq
 
     path = resolve_checkpoint_dir(path)
     missing = [name for name in REQUIRED if not (path / name).exists()]
@@ -139,6 +148,8 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> Checkpoin
 
 
 def load_trainer_state(path: Path) -> dict:
+    import torch
+
     file = Path(path) / TRAINER_STATE
     if not file.exists():
         raise UserError(f"{path}: checkpoint has no trainer_state.pt, cannot resume from it")

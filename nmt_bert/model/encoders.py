@@ -118,14 +118,18 @@ def _tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
 
 
-def load_local_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
+def load_local_tokenizer(directory: Path, backend_only: bool = False) -> PreTrainedTokenizerBase:
     """A tokenizer saved inside one of our directories (checkpoint, prepared data, export).
 
     Such directories may come from anywhere, so nothing in them may run code: a config that
     asks for custom code (`auto_map`) is refused with one line before transformers sees it,
     and remote code stays disabled. Any other failure is one line naming the directory.
+
+    `backend_only` reads the directory's `tokenizer.json` through the generic fast tokenizer
+    instead of the class its config names: the same pieces for the tokenizers `export`
+    writes, without AutoTokenizer's imports (which load torch: the serving path has none).
     """
-    from transformers import AutoTokenizer
+    from transformers import PreTrainedTokenizerFast
 
     directory = Path(directory)
     for name in ("tokenizer_config.json", "config.json"):
@@ -141,6 +145,10 @@ def load_local_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
             raise UserError(f"{config}: the tokenizer asks to run custom code (auto_map); "
                             "nmt-bert never runs code from a model directory")
     try:
+        if backend_only and (directory / "tokenizer.json").is_file():
+            return PreTrainedTokenizerFast.from_pretrained(directory, local_files_only=True)
+        from transformers import AutoTokenizer
+
         return AutoTokenizer.from_pretrained(directory, trust_remote_code=False,
                                              local_files_only=True)
     except Exception as err:  # noqa: BLE001 - tokenizers raises plain Exceptions too

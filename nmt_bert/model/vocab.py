@@ -6,13 +6,16 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sentencepiece as spm
-import torch
 
 from nmt_bert.errors import UserError
 from nmt_bert.model.special_tokens import BOS, EOS, PAD, UNK
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -42,7 +45,9 @@ class SourceVocab:
     def size(self) -> int:
         return self.original_size if self.kept_ids is None else len(self.kept_ids)
 
-    def kept_tensor(self) -> torch.Tensor:
+    def kept_tensor(self) -> "torch.Tensor":
+        import torch  # here only: the CTranslate2 path reads vocabularies without torch
+
         return torch.tensor(self.kept_ids if self.kept_ids is not None else range(self.original_size))
 
     def lookup_table(self) -> np.ndarray:
