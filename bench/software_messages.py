@@ -22,6 +22,8 @@ import common
 import software_corpus
 
 SETTINGS = {"protect": [], "plain": ["data.protect=[]"]}
+# The recipe's fixed steps, not its time budget: both settings take exactly the same steps.
+FIXED_STEPS = ["train.max_minutes=0"]
 
 
 def run_setting(name: str, sets: list[str], corpus: Path, work: Path, recipe: str | None,
@@ -63,6 +65,8 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/nmt-bert-software-messages"),
                    help="corpus, prepared data, runs and hypotheses go here")
     p.add_argument("--recipe", default="fast-cpu", help="recipe for both settings")
+    p.add_argument("--only", choices=sorted(SETTINGS), help="run one setting (two processes "
+                   "side by side, one thread each, use both cores best)")
     p.add_argument("--mo-dir", type=Path, action="append", default=[],
                    help="more .mo directories for the corpus (see bench/software_corpus.py)")
     args = p.parse_args()
@@ -84,7 +88,9 @@ def main() -> None:
         f"{k} {v}" for k, v in stats["pairs"].items()))
     rows = []
     for name, extra in SETTINGS.items():
-        sets = [f"model.encoder={args.encoder}", *args.sets, *extra]
+        if args.only not in (None, name):
+            continue
+        sets = [f"model.encoder={args.encoder}", *FIXED_STEPS, *args.sets, *extra]
         rows.append(run_setting(name, sets, corpus, args.work, recipe, args.device))
         print(f"{name}: BLEU {rows[-1]['BLEU']}, chrF {rows[-1]['chrF2']}, spans exact "
               f"{rows[-1]['span_exact_share']}% of {rows[-1]['span_lines']} lines")
