@@ -99,6 +99,7 @@ class Trainer:
 
     def enter_stage(self, stage: int) -> None:
         self.model.freeze_encoder(stage == 1, embeddings_frozen=self.cfg.freeze_embeddings_stage2)
+        self.model.freeze_pretrained_decoder(stage == 1 and self.cfg.stage1_decoder == "new")
         self.optimizer = make_optimizer(self.model, stage, self.cfg)
         self.ddp_model = dist.wrap(self.model, self.device)
         self.cache = None
