@@ -1,5 +1,8 @@
 """The translation model: pretrained BERT encoder -> adapter -> Transformer decoder.
 
+The decoder is the random pre-LN one (model/decoder.py) or, with model.decoder_init=encoder,
+the BERT-shaped one warm-started from the encoder checkpoint (model/bert_decoder.py).
+
 Shapes: B batch, S source length, T target length, E encoder width, D decoder width,
 V target vocabulary.
 """
