@@ -45,7 +45,9 @@ def prepare(out: Path, recipe: str, sets: list[str], corpus: list[str], log: Pat
 
 def train_ours(name: str, data: Path, work: Path, recipe: str, sets: list[str],
                minutes: float) -> dict:
-    """Train, translate the test set (the recipe's decode settings) and report."""
+    """Train (a finished run of the same name, recipe and budget is reused), translate the
+    test set with the recipe's decode settings, and report."""
+    name = f"{name}-{Path(recipe).stem}-{minutes:g}m"
     run, log = work / name, work / f"{name}.train.log"
     flags = [a for s in [*sets, f"train.max_minutes={minutes}"] for a in ("--set", s)]
     if not (run / "finished.json").is_file():
@@ -74,15 +76,16 @@ def train_rates(run: Path) -> dict:
 
 
 def train_peer(data: Path, work: Path, encoder: str, minutes: float, layers: int,
-               threads: int, sets: list[str], smoke: bool) -> dict:
-    out = work / "hf-bert2bert.json"
+               threads: int, sets: list[str]) -> dict:
+    name = f"hf-bert2bert-{minutes:g}m"
+    out = work / f"{name}.json"
     cmd = [sys.executable, str(common.BENCH / "hf_peer.py"), "--bert2bert", "--data", str(data),
            "--encoder", encoder, "--minutes", str(minutes), "--layers", str(layers),
            "--threads", str(threads), "--out", str(out), "--hyp",
-           str(work / "hf-bert2bert.test.hyp"), *[a for s in sets for a in ("--set", s)]]
-    done = run_command(cmd, work / "hf-bert2bert.log")
+           str(work / f"{name}.test.hyp"), *[a for s in sets for a in ("--set", s)]]
+    done = run_command(cmd, work / f"{name}.log")
     if done["returncode"]:
-        raise SystemExit(f"hf-bert2bert failed; see {work / 'hf-bert2bert.log'}")
+        raise SystemExit(f"hf-bert2bert failed; see {work / f'{name}.log'}")
     peer = json.loads(out.read_text())
     return {"train": {"seconds": peer["train"]["seconds"], "steps": peer["train"]["steps"],
                       "tokens_per_s": peer["train"]["tokens_per_s"],
@@ -123,13 +126,17 @@ def main() -> None:
         raise SystemExit("the two prepared directories hold different test sets")
     from nmt_bert.config import load_config
 
-    layers = load_config(args.recipe, [*base, *B2B_SETS]).model.decoder_layers
+    b2b_config = load_config(args.recipe, [*base, *B2B_SETS])
+    # the peer: bert2bert's decoder depth and batches; the whole encoder, as HF users load it
+    layers = b2b_config.model.decoder_layers
+    peer_sets = [*(args.sets if smoke else []),
+                 f"train.batch_tokens={b2b_config.train.batch_tokens}"]
     results = {}
     for name in args.systems:
         print(f"{name}: training for {args.minutes} min ...", flush=True)
         if name == "hf-bert2bert":
             results[name] = train_peer(data["bert2bert"], args.work, args.encoder, args.minutes,
-                                       layers, threads, args.sets if smoke else [], bool(smoke))
+                                       layers, threads, peer_sets)
         else:
             sets = base if name == "bert2rnd" else [*base, *B2B_SETS]
             results[name] = train_ours(name, data[name], args.work, args.recipe, sets,

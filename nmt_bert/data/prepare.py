@@ -311,9 +311,11 @@ def build_manifest(config: Config, inputs: list[dict], cleaned: CleanedCorpus, s
 def print_summary(console: Console, manifest: dict, out: Path) -> None:
     console.print(summary_table(manifest, f"prepared {out}"))
     cover, sp = manifest["coverage"], manifest["target_vocab"]
+    target = (f"target: {sp['size']:,} of the encoder's own pieces" if sp["type"] == "encoder"
+              else f"target SentencePiece {sp['type']}, {sp['size']:,} pieces (asked for "
+                   f"{sp['requested_size']:,})")
     console.print(f"encoder ids used by train+dev: {cover['encoder_ids_used']:,} of "
-                  f"{cover['encoder_vocab_size']:,}; target SentencePiece {sp['type']}, "
-                  f"{sp['size']:,} pieces (asked for {sp['requested_size']:,}); "
+                  f"{cover['encoder_vocab_size']:,}; {target}; "
                   f"{manifest['wall_time_s']:.1f} s", highlight=False)
 
 
