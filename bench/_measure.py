@@ -1,14 +1,20 @@
 """Run one measured system in a fresh process, so its peak memory is its own.
 
-Peak RSS (`ru_maxrss`) is a per-process high-water mark: two systems measured in one process
-would report the larger of the two. So each system runs here, in a new interpreter:
+Peak RSS is a per-process high-water mark: two systems measured in one process would report
+the larger of the two. So each system runs here, in a new interpreter:
 
     measure("train_throughput:nmt_bert_system", {"system": "a", ...})
         -> the function's dict + peak_rss_mb (+ cuda_peak_mb)
 
-and each CLI command through `run_command`, which reads the child's own rusage (wait4).
+and each CLI command through `run_command`.
+
+Linux carries `ru_maxrss` across exec: a process started from a 2 GB parent reports at least
+2 GB, whatever it used itself. So a child reads its own peak from /proc/self/status (VmHWM,
+which belongs to the new address space), and `run_command` starts commands through a small
+launcher that forks them, whose rusage then holds only the command's own peak.
 
 As a script (the child side): python _measure.py MODULE:FUNCTION KWARGS.json RESULT.json
+The launcher: python _measure.py --spawn RESULT.json COMMAND...
 """
 
 from __future__ import annotations
@@ -46,19 +52,42 @@ def run_command(cmd: list[str], log: Path | None = None, env: dict | None = None
     Output goes to `log` when given (else passes through).
     """
     out = open(log, "w") if log is not None else None
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None,
-                            env={**os.environ, **(env or {})})
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryDirectory(prefix="nmt-bert-bench-") as tmp:
+        result = Path(tmp) / "rusage.json"
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(Path(__file__)), "--spawn", str(result), *cmd],
+                              stdout=out, stderr=subprocess.STDOUT if out else None,
+                              env={**os.environ, **(env or {})})
+        seconds = time.perf_counter() - start
+        peak = json.loads(result.read_text())["peak_rss_mb"] if result.exists() else None
     if out is not None:
         out.close()
-    return {"seconds": round(seconds, 2), "returncode": proc.returncode,
-            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}  # Linux reports KiB
+    return {"seconds": round(seconds, 2), "returncode": proc.returncode, "peak_rss_mb": peak}
+
+
+def _spawn(result_path: str, cmd: list[str]) -> None:
+    """Fork and exec `cmd` from this small process, wait, write its own peak RSS, exit as it did."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.execvp(cmd[0], cmd)
+        finally:
+            os._exit(127)
+    _, status, usage = os.wait4(pid, 0)
+    Path(result_path).write_text(json.dumps({"peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}))
+    code = os.waitstatus_to_exitcode(status)
+    sys.exit(code if code >= 0 else 128 - code)
 
 
 def peak_rss_mb() -> float:
+    """This process's own peak RSS in MB (VmHWM; ru_maxrss where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)  # kB
+    except OSError:
+        pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
@@ -84,4 +113,7 @@ def _child(target: str, args_path: str, result_path: str) -> None:
 
 
 if __name__ == "__main__":
-    _child(*sys.argv[1:4])
+    if sys.argv[1] == "--spawn":
+        _spawn(sys.argv[2], sys.argv[3:])
+    else:
+        _child(*sys.argv[1:4])

@@ -209,6 +209,7 @@ def translate(
     beam: Annotated[Optional[int], typer.Option(help="Beam size (1 = greedy); decode.beam_size.")] = None,
     nbest: Annotated[Optional[int], typer.Option(help="Hypotheses per sentence, as Moses n-best lines: i ||| text ||| score.")] = None,
     buffer_lines: Annotated[Optional[int], typer.Option(help="From a pipe or terminal: translate once this many lines wait and input pauses; decode.buffer_lines.")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Append protected spans a translation dropped and exit 1 at the end if any line lost or repeated one; decode.strict_spans.")] = False,
     set_: SetOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -220,6 +221,8 @@ def translate(
     for key, value in (("beam_size", beam), ("nbest", nbest), ("buffer_lines", buffer_lines)):
         if value is not None:
             overrides.append(f"decode.{key}={value}")
+    if strict:
+        overrides.append("decode.strict_spans=true")
     translate_file(input, model, output, overrides=overrides, device=device)
 
 
@@ -229,14 +232,16 @@ def score(
     hypothesis: Annotated[Path, typer.Argument(help="System output, one sentence a line.")],
     references: Annotated[list[Path], typer.Argument(help="One or more reference files.")],
     json_: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+    source: Annotated[Optional[Path], typer.Option("--source", help="Source file: adds the share of lines with protected spans (placeholders, markup, ...) whose hypothesis carries exactly those spans.")] = None,
     min_bleu: Annotated[Optional[float], typer.Option(help="Exit 1 if BLEU is below this.")] = None,
     min_chrf: Annotated[Optional[float], typer.Option(help="Exit 1 if chrF is below this.")] = None,
 ) -> None:
-    """BLEU, chrF and TER through sacreBLEU, with signatures; a CI quality gate."""
+    """BLEU, chrF and TER through sacreBLEU, with signatures; a CI quality gate. With
+    --source, also the agreement of protected spans between source and hypothesis."""
     from nmt_bert.metrics import check_gate_values, check_thresholds, format_report, score_files
 
     check_gate_values(min_bleu=min_bleu, min_chrf=min_chrf)  # before any work: nan never passes
-    report = score_files(hypothesis, references)
+    report = score_files(hypothesis, references, source)
     typer.echo(report.to_json() if json_ else format_report(report))
     failures = check_thresholds(report, min_bleu=min_bleu, min_chrf=min_chrf)
     if failures:

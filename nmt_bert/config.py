@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
+from nmt_bert.data.protected_spans import DEFAULT_KINDS, check_protection
 from nmt_bert.errors import UserError
 
 
@@ -44,6 +45,12 @@ class DataConfig:
     # sentencepiece: a target SentencePiece of tgt_vocab_size pieces; encoder: the encoder's
     # own tokenizer, pruned to the pieces the target corpus uses (model.decoder_init=encoder)
     target_tokenizer: Literal["sentencepiece", "encoder"] = "sentencepiece"
+    # Protected spans (data/protected_spans.py): kinds of text that must come through exactly
+    # (printf/brace formats, variables, markup, URLs, e-mails, paths; "identifier" on request)
+    # and the user's own regexes. Pairs whose sides carry the same spans train on placeholders;
+    # translation masks and restores them with the same setting, read from the checkpoint.
+    protect: list[str] = field(default_factory=lambda: list(DEFAULT_KINDS))
+    protect_patterns: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -146,6 +153,9 @@ class DecodeConfig:
     # and the encoder is available offline, else as unknown (with a note); on requires the
     # table; off keeps the pruned one. See nmt_bert/model/full_vocab.py.
     full_vocab: Literal["auto", "on", "off"] = "auto"
+    # A translation that drops a protected span gets it appended and `translate` exits 1
+    # after writing everything (off: the span problem is only counted in the summary).
+    strict_spans: bool = False
 
 
 @dataclass
@@ -323,6 +333,9 @@ def validate(config: Config) -> None:
         raise UserError("data.max_tgt_tokens + 1 must not exceed model.max_target_positions")
     if t.stage1_steps + t.stage2_steps == 0:
         raise UserError("train.stage1_steps and train.stage2_steps must not both be 0")
+    complaint = check_protection(data.protect, data.protect_patterns, "data.protect")
+    if complaint is not None:
+        raise UserError(complaint)
 
 
 def _section(config: Config, name: str, source: str) -> Any:
@@ -352,6 +365,11 @@ def _coerce(value: Any, expected: Any, dotted: str, source: str) -> Any:
         raise UserError(
             f"{source}: '{dotted}' must be one of {', '.join(map(str, choices))}; got {value!r}"
         )
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"{source}: '{dotted}' must be a list; got {value!r}")
+        (inner,) = typing.get_args(expected)
+        return [_coerce(v, inner, dotted, source) for v in value]
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(expected)
         if value is None and type(None) in args:

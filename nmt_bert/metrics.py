@@ -27,6 +27,8 @@ class ScoreReport:
     references: list[str]
     sentences: int
     scores: list[MetricScore]
+    # with a source file: protected-span agreement (nmt_bert.data.protected_spans)
+    spans: dict | None = None
 
     def get(self, name: str) -> float:
         return next(s.score for s in self.scores if s.name == name)
@@ -50,7 +52,10 @@ def score_lines(hypotheses: list[str], references: list[list[str]],
     return results
 
 
-def score_files(hypothesis: Path, references: list[Path]) -> ScoreReport:
+def score_files(hypothesis: Path, references: list[Path],
+                source: Path | None = None) -> ScoreReport:
+    """Scores of `hypothesis` against `references`; with `source`, also the share of lines
+    with protected spans (the default kinds) whose hypothesis carries exactly those spans."""
     if not references:
         raise UserError("score needs at least one reference file")
     hyps = read_lines(hypothesis, "hypothesis file")
@@ -65,8 +70,23 @@ def score_files(hypothesis: Path, references: list[Path]) -> ScoreReport:
         refs.append(lines)
     if not hyps:
         raise UserError(f"{hypothesis}: empty file, nothing to score")
-    return ScoreReport(str(hypothesis), [str(r) for r in references], len(hyps),
-                       score_lines(hyps, refs))
+    report = ScoreReport(str(hypothesis), [str(r) for r in references], len(hyps),
+                         score_lines(hyps, refs))
+    if source is not None:
+        report.spans = spans_report(read_lines(source, "source file"), hyps, source, hypothesis)
+    return report
+
+
+def spans_report(sources: list[str], hyps: list[str], source: Path, hypothesis: Path) -> dict:
+    from nmt_bert.data.protected_spans import span_agreement
+
+    if len(sources) != len(hyps):
+        raise UserError(f"{source}: {len(sources)} lines, but {hypothesis} has {len(hyps)}; "
+                        "source and hypothesis must be line-aligned")
+    agreement = span_agreement(sources, hyps)
+    return {"source": str(source), "lines_with_spans": agreement.lines_with_spans,
+            "matching": agreement.matching, "exact_share": round(agreement.share, 2),
+            "kinds": agreement.kinds}
 
 
 def format_report(report: ScoreReport) -> str:
@@ -74,6 +94,10 @@ def format_report(report: ScoreReport) -> str:
     for s in report.scores:
         lines.append(f"{s.name:<5} {s.score:6.2f}   {s.detail}")
         lines.append(f"      signature: {s.signature}")
+    if report.spans is not None:
+        s = report.spans
+        lines.append(f"spans {s['exact_share']:6.2f}%  of {s['lines_with_spans']} lines with "
+                     f"protected spans match the source exactly ({s['matching']} lines)")
     return "\n".join(lines)
 
 

@@ -40,6 +40,7 @@ from nmt_bert.data.corpora import CorpusSpec, Pair, open_corpus
 from nmt_bert.data.coverage import coverage
 from nmt_bert.errors import UserError
 from nmt_bert.model.special_tokens import BOS, EOS, PAD, UNK
+from nmt_bert.data.protected_spans import Protector, mask_train_file, placeholder_symbols
 from nmt_bert.data.prepared_dir import FORMAT, FORMAT_VERSION, is_prepared, summary_table
 from nmt_bert.progress import progress_bar
 from nmt_bert.textio import write_lines
@@ -78,13 +79,14 @@ def prepare(spec: CorpusSpec, out: Path, config: Config, console: Console | None
             task = progress.add_task("reading and cleaning", total=None)
             cleaned = clean_corpus(corpus, data, work, label, lambda n: progress.advance(task, n))
             progress.update(task, total=progress.tasks[task].completed)
+            protector, protection = protect_train(cleaned, data)
             if data.target_tokenizer == "encoder":
                 progress.add_task("pruning the encoder's pieces to the targets", total=None)
                 sp = EncoderPieces.build(cleaned.train_path, tmp, tokenizer)
             else:
                 progress.add_task("training SentencePiece", total=None)
                 sp = train_sentencepiece(cleaned.train_path, tmp / "spm.model", data,
-                                         config.train.seed)
+                                         config.train.seed, protection["symbols"])
             task = progress.add_task("tokenizing train", total=cleaned.stats["train"].kept)
             rows = TrainRows(cleaned.train_path, tokenizer, sp, limits,
                              lambda n: progress.advance(task, n))
@@ -92,7 +94,7 @@ def prepare(spec: CorpusSpec, out: Path, config: Config, console: Console | None
         for name in ("dev", "test"):
             pairs = getattr(cleaned, name)
             splits[name], kept = heldout_split(datasets, pairs, tokenizer, sp, hard,
-                                               cleaned.stats[name])
+                                               cleaned.stats[name], protector)
             write_heldout_text(tmp, name, kept)
         for name, split in splits.items():
             split.save_to_disk(str(tmp / "splits" / name))
@@ -102,6 +104,7 @@ def prepare(spec: CorpusSpec, out: Path, config: Config, console: Console | None
                                   coverage(splits, tokenizer), started, tmp)
         if data.target_tokenizer == "encoder":
             manifest["target_vocab"] = sp.manifest_entry()
+        manifest["protection"] = protection
         del splits
         shutil.rmtree(work)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -130,8 +133,22 @@ def features(datasets):
     })
 
 
-def train_sentencepiece(train_path: Path, model_path: Path, data: DataConfig, seed: int):
+def protect_train(cleaned: CleanedCorpus, data: DataConfig) -> tuple[Protector | None, dict]:
+    """Mask the train pairs whose sides carry the same protected spans (data.protect,
+    data.protect_patterns); return the protector for dev/test (None when no train pair was
+    masked: then nothing changes, byte for byte) and the manifest's record of it."""
+    protector = Protector.from_config(data)
+    masked = mask_train_file(cleaned.train_path, protector) if protector is not None else 0
+    record = {"kinds": list(data.protect), "patterns": list(data.protect_patterns),
+              "masked_train_pairs": masked, "symbols": placeholder_symbols() if masked else []}
+    return (protector if masked else None), record
+
+
+def train_sentencepiece(train_path: Path, model_path: Path, data: DataConfig, seed: int,
+                        symbols: list[str] = ()):
     """Train the target SentencePiece model on the train targets; return the processor.
+
+    `symbols` become single pieces (user_defined_symbols): the protected-span placeholders.
 
     Writes `model_path` and, for reading, the pieces and scores beside it (.vocab). A corpus
     too small for data.tgt_vocab_size gets the largest vocabulary it supports (tiny corpora
@@ -152,6 +169,8 @@ def train_sentencepiece(train_path: Path, model_path: Path, data: DataConfig, se
         shuffle_input_sentence=True, pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
         num_threads=_cores(), minloglevel=2,
     )
+    if symbols:
+        options["user_defined_symbols"] = list(symbols)
     spm.set_random_generator_seed(seed)  # the sentence sample: same input, same model
     for hard_limit in (True, False):
         model = io.BytesIO()
@@ -252,14 +271,18 @@ def _train_split(datasets, rows: TrainRows, work: Path, stats: SplitStats, label
 
 
 def heldout_split(datasets, pairs: list[Pair], tokenizer, sp, hard: tuple[int | None, int],
-                  stats: SplitStats):
+                  stats: SplitStats, protector: Protector | None = None):
     """A dev/test Dataset and the pairs it kept: only pairs the model cannot take are dropped
-    (`exceeds_model_limits`: source beyond the encoder's positions, target beyond the decoder's)."""
+    (`exceeds_model_limits`: source beyond the encoder's positions, target beyond the decoder's).
+    With `protector`, the ids (not the text) of pairs with the same spans on both sides are
+    those of the masked pair, as in training."""
     columns = {"src": [], "tgt": [], "src_ids": [], "tgt_ids": []}
     kept = []
     for batch in _chunks(pairs, BATCH):
-        src_ids = tokenizer([p.src for p in batch], add_special_tokens=True)["input_ids"]
-        for pair, si, ti in zip(batch, src_ids, sp.encode([p.tgt for p in batch])):
+        texts = [(protector and protector.mask_pair(p.src, p.tgt)) or (p.src, p.tgt)
+                 for p in batch]
+        src_ids = tokenizer([s for s, _ in texts], add_special_tokens=True)["input_ids"]
+        for pair, si, ti in zip(batch, src_ids, sp.encode([t for _, t in texts])):
             if (hard[0] is not None and len(si) > hard[0]) or len(ti) > hard[1]:
                 stats.dropped["exceeds_model_limits"] += 1
                 continue

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from nmt_bert.config import DecodeConfig
+from nmt_bert.data.protected_spans import PLACEHOLDER, Protector, compare, unmask
 from nmt_bert.model.vocab import SourceVocab, TargetVocab
 
 
@@ -59,6 +60,8 @@ class TranslateStats:
     # pieces outside the training (pruned) vocabulary read through their pretrained rows
     # (decode.full_vocab); they are not counted in oov_pieces
     pretrained_pieces: int = 0
+    span_lines: int = 0  # lines with protected spans (data.protect)
+    span_problems: int = 0  # of those, lines whose translation dropped, repeated or invented one
 
     @property
     def sentences_per_second(self) -> float:
@@ -90,6 +93,16 @@ class LineTranslator:
         self.trained = training_vocab.kept_mask() if training_vocab is not None else None
         self.max_source_tokens = max_source_tokens
         self.max_target_positions = max_target_positions
+        self.protection: Protector | None = None
+        self.masking = False
+
+    def protect_spans(self, protector: Protector | None) -> None:
+        """Check protected spans with `protector` (the checkpoint's data.protect); mask them
+        into placeholders before encoding and restore them after decoding where the target
+        vocabulary has the placeholders (the model was trained on masked pairs). Otherwise
+        the spans of source and translation are only compared."""
+        self.protection = protector
+        self.masking = protector is not None and self.target_vocab.has_piece(PLACEHOLDER.format(0))
 
     def translate_batch(self, sources: list[list[int]]) -> list[Translation]:
         """Encoder-tokenizer id lists (non-empty, with special tokens) -> translations."""
@@ -108,6 +121,7 @@ class LineTranslator:
         empty translation without running the model; no lines give an empty list.
         """
         start = time.perf_counter()
+        lines, spans = self.mask_lines(lines)
         encoded = self.encode_sources(lines)
         results = [empty_translation() if not ids else None for ids in encoded]
         sources = [(i, ids) for i, ids in enumerate(encoded) if ids]
@@ -124,10 +138,41 @@ class LineTranslator:
                     results[index] = translation
                 if progress is not None:
                     progress(len(batch))
+        if self.protection is not None:
+            self.restore_spans(results, spans)
         self.stats.sentences += len(lines)
         self.stats.target_tokens += sum(len(t.candidates[0].tokens) for t in results)
         self.stats.seconds += time.perf_counter() - start
         return results
+
+    def mask_lines(self, lines: list[str]) -> tuple[list[str], list[list[str]]]:
+        """Lines with their protected spans masked (when masking), and each line's spans."""
+        if self.protection is None:
+            return lines, [[] for _ in lines]
+        if not self.masking:
+            return lines, [self.protection.spans(line) for line in lines]
+        pairs = [self.protection.mask(line) for line in lines]
+        return [m for m, _ in pairs], [s for _, s in pairs]
+
+    def restore_spans(self, results: list[Translation], spans: list[list[str]]) -> None:
+        """Unmask (or compare) every candidate; count lines whose best one has a problem.
+
+        With decode.strict_spans, spans a candidate dropped are appended to it.
+        """
+        strict = self.config.strict_spans
+        for translation, line_spans in zip(results, spans):
+            if not line_spans:
+                continue
+            self.stats.span_lines += 1
+            for rank, cand in enumerate(translation.candidates):
+                if self.masking:
+                    cand.text, report = unmask(cand.text, line_spans, strict)
+                else:
+                    report = compare(line_spans, self.protection.spans(cand.text))
+                    if strict and report.missing:
+                        cand.text = " ".join([cand.text, *report.missing]).strip()
+                if rank == 0 and not report.ok:
+                    self.stats.span_problems += 1
 
     def encode_sources(self, lines: list[str]) -> list[list[int]]:
         """Encoder-tokenizer ids with special tokens, truncated to the encoder's positions.

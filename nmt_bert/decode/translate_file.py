@@ -80,6 +80,9 @@ def translate_file(input: str, model: Path | None, output: Path | None, override
         console.print(f"stdout was closed after {done:,} lines: stopped", highlight=False,
                       soft_wrap=True)
     print_summary(console, translator.stats)
+    if cfg.strict_spans and translator.stats.span_problems:
+        raise UserError(f"--strict: {translator.stats.span_problems} translated lines lost or "
+                        "repeated a protected span (missing spans were appended to them)")
     return translator.stats
 
 
@@ -190,6 +193,8 @@ def print_summary(console: Console, stats: TranslateStats) -> None:
         f"{stats.sentences_per_second:.1f} sentences/s, "
         f"{stats.target_tokens_per_second:.0f} target tokens/s; "
         f"{stats.oov_pieces} source pieces outside the model's vocabulary"
-        + (f"; {stats.truncated} sentences truncated" if stats.truncated else ""),
+        + (f"; {stats.truncated} sentences truncated" if stats.truncated else "")
+        + (f"; protected spans: {stats.span_problems} of {stats.span_lines} lines with spans "
+           "dropped, repeated or invented one" if stats.span_lines else ""),
         highlight=False, soft_wrap=True,
     )

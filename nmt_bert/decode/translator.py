@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from nmt_bert.config import DecodeConfig, apply_override, validate
+from nmt_bert.data.protected_spans import Protector
 from nmt_bert.devices import autocast_context, resolve_device
 from nmt_bert.model.encoders import encoder_max_tokens
 from nmt_bert.errors import UserError
@@ -74,8 +75,10 @@ class Translator(LineTranslator):
             source_vocab = widen_encoder(ckpt.model.encoder, choice.weight, source_vocab)
         if choice.note is not None:
             (note or stderr_note)(choice.note)
-        return cls(ckpt.model, ckpt.tokenizer, source_vocab, ckpt.target_vocab,
-                   ckpt.config.decode, device, training_vocab=training_vocab)
+        translator = cls(ckpt.model, ckpt.tokenizer, source_vocab, ckpt.target_vocab,
+                         ckpt.config.decode, device, training_vocab=training_vocab)
+        translator.protect_spans(Protector.from_config(ckpt.config.data))
+        return translator
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:

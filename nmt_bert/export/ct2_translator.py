@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from nmt_bert.config import DecodeConfig, apply_override, config_from_dict, read_yaml, validate
+from nmt_bert.data.protected_spans import Protector
 from nmt_bert.decode.line_translator import LineTranslator, Translation
 from nmt_bert.decode.search import normalised
 from nmt_bert.errors import UserError
@@ -111,9 +112,12 @@ class Ct2Translator(LineTranslator):
             raise UserError(f"{export.ct2}: CTranslate2 cannot load this model "
                             f"({str(err).strip().splitlines()[0]})") from None
         tokenizer = load_local_tokenizer(export.tokenizer_dir)
-        return cls(model, tokenizer, rows, export.source_tokens(), reading,
-                   TargetVocab(export.spm), config.decode, int(manifest["max_source_tokens"]),
-                   config.model.max_target_positions, trained)
+        translator = cls(model, tokenizer, rows, export.source_tokens(), reading,
+                         TargetVocab(export.spm), config.decode,
+                         int(manifest["max_source_tokens"]), config.model.max_target_positions,
+                         trained)
+        translator.protect_spans(Protector.from_config(config.data))  # as the checkpoint did
+        return translator
 
     def translate_batch(self, sources: list[list[int]]) -> list[Translation]:
         """Encoder-tokenizer id lists (non-empty, with special tokens) -> translations."""

@@ -105,6 +105,10 @@ class TargetVocab:
     def decode(self, ids: Iterable[int]) -> str:
         return self.sp.DecodeIds([i for i in ids if i > EOS])
 
+    def has_piece(self, piece: str) -> bool:
+        """Whether `piece` is one piece of the vocabulary (a protected-span placeholder)."""
+        return self.sp.piece_to_id(piece) != self.sp.unk_id()
+
 
 class EncoderTargetVocab:
     """The target side read and written with the encoder's own tokenizer (BERT2BERT).
@@ -152,6 +156,12 @@ class EncoderTargetVocab:
         original = [self.kept_ids[i] for i in ids if i > EOS]
         return self.tokenizer.decode(original, skip_special_tokens=True,
                                      clean_up_tokenization_spaces=False).strip()
+
+    def has_piece(self, piece: str) -> bool:
+        """Whether `piece` is one kept piece: never a protected-span placeholder, which the
+        encoder's tokenizer splits (spans are then compared, not masked)."""
+        ids = self.tokenize([piece])[0]
+        return len(ids) == 1 and ids[0] in self.row and self.row[ids[0]] > EOS
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps({"kept_ids": self.kept_ids}), encoding="utf-8")

@@ -26,6 +26,7 @@ def evaluate_dev(model, setup, device: torch.device, beam: int) -> dict:
     """Loss, perplexity, BLEU and chrF on the dev set; leaves the model in eval mode."""
     from dataclasses import replace
 
+    from nmt_bert.data.protected_spans import Protector
     from nmt_bert.decode.translator import Translator
 
     model.eval()
@@ -33,6 +34,7 @@ def evaluate_dev(model, setup, device: torch.device, beam: int) -> dict:
     decode = replace(setup.config.decode, beam_size=beam, nbest=1)
     translator = Translator(model, setup.tokenizer, setup.source_vocab, setup.target_vocab,
                             decode, device)
+    translator.protect_spans(Protector.from_config(setup.config.data))
     hyps = [t.text for t in translator.translate(setup.dev_src)]
     bleu, chrf = score_lines(hyps, [setup.dev_ref], names=("BLEU", "chrF2"))
     return {
