@@ -1,7 +1,9 @@
 """Train the Hugging Face peer for a wall-clock budget, translate the test set, score it.
 
 The peer (bench/peer.py): EncoderDecoderModel = the full-vocabulary pretrained encoder + a
-random 6-layer BERT decoder of the encoder's width, everything trainable, HF's own loss.
+random 6-layer BERT decoder of the encoder's width, everything trainable, HF's own loss;
+with --bert2bert the decoder is the checkpoint's first --layers layers instead
+(`from_encoder_decoder_pretrained`, its target rows those of the prepared data).
 Training: the same token-budget batches as nmt-bert (train.batch_tokens, train.seed),
 AdamW (lr 5e-5, weight decay 0.01), gradient clipping 1.0, a linear warmup over the first
 --warmup-fraction of the time budget, then constant. Test: generate(num_beams=5) on
@@ -104,6 +106,10 @@ def main() -> None:
     p.add_argument("--warmup-fraction", type=float, default=0.1,
                    help="linear warmup over this share of the time budget")
     p.add_argument("--layers", type=int, default=6, help="decoder layers")
+    p.add_argument("--bert2bert", action="store_true",
+                   help="the decoder warm-started from the encoder checkpoint too "
+                        "(from_encoder_decoder_pretrained); needs data prepared with "
+                        "data.target_tokenizer=encoder")
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--log-every", type=int, default=10, help="steps per training log line")
     p.add_argument("--limit", type=int, default=0, help="first N test sentences (0 = all)")
@@ -120,17 +126,24 @@ def main() -> None:
     from nmt_bert.model.encoders import load_encoder
     from nmt_bert.data.prepared_dir import load_prepared
     from nmt_bert.model.encoders import OFFSET_POSITIONS
-    from nmt_bert.model.vocab import TargetVocab
-    from peer import build_peer
+    from nmt_bert.model.encoders import resolve_encoder
+    from peer import build_bert2bert_peer, build_peer
 
     config = common.load_run_config(args)
     device = common.device_of(args.device)
     prepared = load_prepared(args.data)
-    target_vocab = TargetVocab(prepared.spm_path)
-    encoder, _ = load_encoder(args.encoder)
-    ec = encoder.config
-    model = build_peer(encoder, len(target_vocab), args.layers, ec.hidden_size,
-                       ec.num_attention_heads, ec.intermediate_size, seed=config.train.seed)
+    target_vocab = prepared.target_vocab()
+    if args.bert2bert:
+        if prepared.target_tokenizer != "encoder":
+            p.error("--bert2bert needs data prepared with data.target_tokenizer=encoder")
+        model = build_bert2bert_peer(resolve_encoder(args.encoder), target_vocab.kept_ids,
+                                     args.layers, seed=config.train.seed)
+        ec = model.encoder.config
+    else:
+        encoder, _ = load_encoder(args.encoder)
+        ec = encoder.config
+        model = build_peer(encoder, len(target_vocab), args.layers, ec.hidden_size,
+                           ec.num_attention_heads, ec.intermediate_size, seed=config.train.seed)
     model.to(device)
     params = sum(p.numel() for p in model.parameters())
     print(f"peer: {params / 1e6:.1f}M parameters, all trainable; {args.minutes} min budget")
@@ -165,7 +178,7 @@ def main() -> None:
         "benchmark": "hf_peer", "machine": common.machine_info(device), "threads": args.threads,
         "data": str(args.data), "encoder": args.encoder, "minutes": args.minutes, "lr": args.lr,
         "warmup_fraction": args.warmup_fraction, "batch_tokens": config.train.batch_tokens,
-        "decoder_layers": args.layers, "parameters": params, "train": trained,
+        "decoder_layers": args.layers, "bert2bert": args.bert2bert, "parameters": params, "train": trained,
         "decode": {"beam": args.beam, "seconds": round(decode_s, 1), "sentences": len(lines)},
         "hypotheses": str(hyp_path), "scores": scores, "peak_rss_mb": peak_rss_mb()})
 

@@ -82,3 +82,36 @@ def generate_batch(model, src_ids: Tensor, src_mask: Tensor, num_beams: int, max
     for row in out[:, 1:].tolist():
         hyps.append(row[: row.index(EOS)] if EOS in row else [t for t in row if t != PAD])
     return hyps
+
+
+def build_bert2bert_peer(encoder_dir, target_ids: list[int], layers: int, seed: int = 1):
+    """EncoderDecoderModel.from_encoder_decoder_pretrained(encoder_dir, encoder_dir): the
+    Hugging Face BERT2BERT recipe (Rothe et al. 2020), its decoder the first `layers` of the
+    checkpoint with new cross-attention and a BertLMHeadModel head.
+
+    The decoder's word table and tied output are cut to the rows of nmt-bert's target
+    vocabulary (`target_ids`: the tokenizer id of each row, specials at rows 0-3 = PAD,
+    unk, BOS, EOS), so peer and nmt-bert share target ids, softmax size and references.
+    """
+    from torch import nn
+    from transformers import EncoderDecoderModel
+
+    torch.manual_seed(seed)
+    model = EncoderDecoderModel.from_encoder_decoder_pretrained(
+        str(encoder_dir), str(encoder_dir), decoder_num_hidden_layers=layers)
+    decoder, rows = model.decoder, torch.tensor(target_ids)
+    old = decoder.get_input_embeddings()
+    table = nn.Embedding(len(target_ids), old.embedding_dim, padding_idx=PAD)
+    table.weight.data.copy_(old.weight.data[rows])
+    decoder.set_input_embeddings(table)
+    head = decoder.cls.predictions
+    head.decoder = nn.Linear(old.embedding_dim, len(target_ids))
+    head.decoder.weight = table.weight  # tied, as BertLMHeadModel ties it
+    head.bias = nn.Parameter(head.bias.data[rows].clone())
+    head.decoder.bias = head.bias
+    decoder.config.vocab_size = len(target_ids)
+    for config in (model.config, model.generation_config):
+        config.decoder_start_token_id, config.pad_token_id = BOS, PAD
+        config.eos_token_id = EOS
+    model.generation_config.bos_token_id = BOS
+    return model

@@ -42,6 +42,9 @@ class DataConfig:
     sp_model_type: Literal["unigram", "bpe"] = "unigram"
     sp_character_coverage: float = 1.0  # alphabetic target languages need every character
     sp_max_sentences: int = 1_000_000  # SentencePiece samples this many lines at most
+    # sentencepiece: a target SentencePiece of tgt_vocab_size pieces; encoder: the encoder's
+    # own tokenizer, pruned to the pieces the target corpus uses (model.decoder_init=encoder)
+    target_tokenizer: Literal["sentencepiece", "encoder"] = "sentencepiece"
     # Protected spans (data/protected_spans.py): kinds of text that must come through exactly
     # (printf/brace formats, variables, markup, URLs, e-mails, paths; "identifier" on request)
     # and the user's own regexes. Pairs whose sides carry the same spans train on placeholders;
@@ -68,6 +71,13 @@ class ModelConfig:
     ffn_dim: int = 1024
     dropout: float = 0.1
     max_target_positions: int = 256
+    # random: the pre-LN decoder above (BERT2RND). encoder: BERT2BERT (Rothe et al. 2020), a
+    # post-LN decoder whose embeddings and layers start from the encoder checkpoint, causal,
+    # with new cross-attention; its width, heads and FFN are the encoder's (d_model, heads and
+    # ffn_dim do not apply) and it needs data.target_tokenizer=encoder
+    decoder_init: Literal["random", "encoder"] = "random"
+    # with decoder_init=encoder: which decoder_layers of the pretrained stack it copies
+    decoder_source_layers: Literal["first", "last"] = "first"
 
 
 @dataclass
@@ -99,6 +109,9 @@ class TrainConfig:
     # where the stage-1 state cache lives ("" = $NMT_BERT_CACHE/encoder-states, see caches.py);
     # never under the prepared data, which training only reads
     cache_dir: str = ""
+    # with model.decoder_init=encoder, what of the decoder trains in stage 1: all of it, or
+    # only what is new (cross-attention and its LayerNorms); stage 2 trains all of it
+    stage1_decoder: Literal["all", "new"] = "all"
     freeze_embeddings_stage2: bool = True  # stage 2 trains the layers, not the word table
     eval_every: int = 500  # steps between dev loss + BLEU and checkpoints
     valid_beam: int = 1  # greedy during validation keeps it cheap; final scoring uses decode
@@ -309,6 +322,9 @@ def validate(config: Config) -> None:
     if data.max_chars < data.min_chars:
         raise UserError(f"data.max_chars ({data.max_chars}) must be >= data.min_chars "
                         f"({data.min_chars})")
+    if m.decoder_init == "encoder" and data.target_tokenizer != "encoder":
+        raise UserError("model.decoder_init=encoder needs data.target_tokenizer=encoder (the "
+                        "decoder reads and writes the encoder's own pieces)")
     if m.d_model % m.heads:
         raise UserError(f"model.d_model ({m.d_model}) must be divisible by model.heads ({m.heads})")
     if d.nbest > d.beam_size:

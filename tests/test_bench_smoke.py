@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-SCRIPTS = ["train_throughput", "decode_speed", "quality", "scaling", "hf_peer", "software_messages"]
+SCRIPTS = ["train_throughput", "decode_speed", "quality", "scaling", "hf_peer", "software_messages",
+           "bert2bert"]
 
 
 @pytest.fixture(scope="module")

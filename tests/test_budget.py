@@ -76,6 +76,19 @@ def test_a_budgeted_run_ends_inside_its_budget_with_the_schedule_completed(
     assert "planned for" in (run / "train.log").read_text()
 
 
+def test_a_budget_spent_before_the_plan_ends_the_stage_at_once(tmp_path, tiny_prepared_dir,
+                                                               tiny_encoder_dir):
+    """Once past its deadline the stage ends: re-planning must not add a step every step."""
+    from nmt_bert.train.training import train
+
+    run = tmp_path / "run"
+    config = tiny_config(tiny_encoder_dir, "train.max_minutes=0.001", "train.stage1_steps=500",
+                         "train.eval_every=500", "train.log_every=1")
+    train(tiny_prepared_dir, run, config, device="cpu")
+    finished = json.loads((run / "finished.json").read_text())
+    assert finished["steps"] <= 12  # the first plan, after the measured steps
+
+
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "nmt_bert", *args]
 

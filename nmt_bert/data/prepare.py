@@ -4,6 +4,8 @@
     OUT/{dev,test}.{src,ref}       cleaned text, line-aligned with the splits; .ref2 where the
                                    corpus has a second reference (the bundled KJV)
     OUT/spm.model, spm.vocab       target SentencePiece: pad 0, unk 1, bos 2, eos 3
+    OUT/target_vocab.json          instead, with data.target_tokenizer=encoder: the encoder
+                                   tokenizer's ids the targets use, specials at rows 0-3
     OUT/encoder_tokenizer/         the source tokenizer exactly as it made src_ids
     OUT/config.yaml                the resolved config
     OUT/manifest.json              inputs with sha256, counts, drops per reason, coverage
@@ -78,9 +80,13 @@ def prepare(spec: CorpusSpec, out: Path, config: Config, console: Console | None
             cleaned = clean_corpus(corpus, data, work, label, lambda n: progress.advance(task, n))
             progress.update(task, total=progress.tasks[task].completed)
             protector, protection = protect_train(cleaned, data)
-            progress.add_task("training SentencePiece", total=None)
-            sp = train_sentencepiece(cleaned.train_path, tmp / "spm.model", data,
-                                     config.train.seed, protection["symbols"])
+            if data.target_tokenizer == "encoder":
+                progress.add_task("pruning the encoder's pieces to the targets", total=None)
+                sp = EncoderPieces.build(cleaned.train_path, tmp, tokenizer)
+            else:
+                progress.add_task("training SentencePiece", total=None)
+                sp = train_sentencepiece(cleaned.train_path, tmp / "spm.model", data,
+                                         config.train.seed, protection["symbols"])
             task = progress.add_task("tokenizing train", total=cleaned.stats["train"].kept)
             rows = TrainRows(cleaned.train_path, tokenizer, sp, limits,
                              lambda n: progress.advance(task, n))
@@ -96,6 +102,8 @@ def prepare(spec: CorpusSpec, out: Path, config: Config, console: Console | None
         save_config(config, tmp / "config.yaml")
         manifest = build_manifest(config, corpus.inputs, cleaned, sp.get_piece_size(), tokenizer,
                                   coverage(splits, tokenizer), started, tmp)
+        if data.target_tokenizer == "encoder":
+            manifest["target_vocab"] = sp.manifest_entry()
         manifest["protection"] = protection
         del splits
         shutil.rmtree(work)
@@ -181,6 +189,40 @@ def train_sentencepiece(train_path: Path, model_path: Path, data: DataConfig, se
     write_lines(model_path.with_suffix(".vocab"),
                 [f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}" for i in range(sp.get_piece_size())])
     return sp
+
+
+class EncoderPieces:
+    """data.target_tokenizer=encoder: the target side in the encoder tokenizer's own pieces,
+    pruned to those the train targets use (model/vocab.py `EncoderTargetVocab`), with the
+    batch `encode` and `get_piece_size` the rest of `prepare` calls on SentencePiece."""
+
+    def __init__(self, vocab):
+        self.vocab = vocab
+
+    @classmethod
+    def build(cls, train_path: Path, out: Path, tokenizer) -> "EncoderPieces":
+        from nmt_bert.model.vocab import EncoderTargetVocab
+
+        def id_lists() -> Iterator[list[int]]:
+            with open(train_path, encoding="utf-8", newline="\n") as lines:
+                for batch in _chunks((line.rstrip("\n").split("\t", 1)[1] for line in lines),
+                                     BATCH):
+                    yield from tokenizer(batch, add_special_tokens=False)["input_ids"]
+
+        vocab = EncoderTargetVocab.build(tokenizer, id_lists())
+        vocab.save(out / EncoderTargetVocab.FILE)
+        return cls(vocab)
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return self.vocab.encode_batch(texts)
+
+    def get_piece_size(self) -> int:
+        return len(self.vocab)
+
+    def manifest_entry(self) -> dict:
+        return {"model": self.vocab.FILE, "type": "encoder", "size": len(self.vocab),
+                "requested_size": len(self.vocab), "pad_id": PAD, "unk_id": UNK,
+                "bos_id": BOS, "eos_id": EOS}
 
 
 class TrainRows:
@@ -292,9 +334,11 @@ def build_manifest(config: Config, inputs: list[dict], cleaned: CleanedCorpus, s
 def print_summary(console: Console, manifest: dict, out: Path) -> None:
     console.print(summary_table(manifest, f"prepared {out}"))
     cover, sp = manifest["coverage"], manifest["target_vocab"]
+    target = (f"target: {sp['size']:,} of the encoder's own pieces" if sp["type"] == "encoder"
+              else f"target SentencePiece {sp['type']}, {sp['size']:,} pieces (asked for "
+                   f"{sp['requested_size']:,})")
     console.print(f"encoder ids used by train+dev: {cover['encoder_ids_used']:,} of "
-                  f"{cover['encoder_vocab_size']:,}; target SentencePiece {sp['type']}, "
-                  f"{sp['size']:,} pieces (asked for {sp['requested_size']:,}); "
+                  f"{cover['encoder_vocab_size']:,}; {target}; "
                   f"{manifest['wall_time_s']:.1f} s", highlight=False)
 
 

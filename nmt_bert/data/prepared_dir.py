@@ -3,6 +3,7 @@
     data = load_prepared("data/bible")
     data.split("train")        # datasets.Dataset: src, tgt, src_ids, tgt_ids (memory-mapped)
     data.spm_path              # target SentencePiece model
+    data.target_vocab()        # that, or the encoder's own pieces (data.target_tokenizer)
     data.tokenizer_dir         # source tokenizer (AutoTokenizer.from_pretrained)
     data.source_file("test")   # cleaned source text; data.references("test") its references
     summary_table(data.manifest, "title")   # rich Table: counts, drops per reason, coverage
@@ -32,6 +33,22 @@ class PreparedData:
     @property
     def spm_path(self) -> Path:
         return self.path / "spm.model"
+
+    @property
+    def target_tokenizer(self) -> str:
+        """data.target_tokenizer as prepared: sentencepiece or encoder."""
+        return "encoder" if self.manifest["target_vocab"]["type"] == "encoder" else "sentencepiece"
+
+    @property
+    def target_vocab_path(self) -> Path:
+        """spm.model, or target_vocab.json for the encoder's own pieces."""
+        return self.path / self.manifest["target_vocab"]["model"]
+
+    def target_vocab(self, tokenizer=None):
+        """The target vocabulary (model/vocab.py `load_target_vocab`)."""
+        from nmt_bert.model.vocab import load_target_vocab
+
+        return load_target_vocab(self.target_vocab_path, tokenizer)
 
     @property
     def tokenizer_dir(self) -> Path:
@@ -105,7 +122,8 @@ def load_prepared(path: Path | str) -> PreparedData:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{manifest_path}: format version {manifest.get('format_version')} is "
                         f"not supported (expected {FORMAT_VERSION}); run `nmt-bert prepare` again")
-    missing = [name for name in ("config.yaml", "spm.model", "encoder_tokenizer",
+    target = str((manifest.get("target_vocab") or {}).get("model", "spm.model"))
+    missing = [name for name in ("config.yaml", target, "encoder_tokenizer",
                                  *(f"splits/{s}" for s in SPLITS)) if not (path / name).exists()]
     if missing:
         raise UserError(f"{path}: incomplete prepared data directory (missing "

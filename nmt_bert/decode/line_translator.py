@@ -102,8 +102,7 @@ class LineTranslator:
         vocabulary has the placeholders (the model was trained on masked pairs). Otherwise
         the spans of source and translation are only compared."""
         self.protection = protector
-        sp = self.target_vocab.sp
-        self.masking = protector is not None and sp.piece_to_id(PLACEHOLDER.format(0)) != sp.unk_id()
+        self.masking = protector is not None and self.target_vocab.has_piece(PLACEHOLDER.format(0))
 
     def translate_batch(self, sources: list[list[int]]) -> list[Translation]:
         """Encoder-tokenizer id lists (non-empty, with special tokens) -> translations."""

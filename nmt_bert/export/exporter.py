@@ -47,11 +47,11 @@ def export_model(path: Path, out: Path, quantization: str = "float32",
     if quantization not in QUANTIZATIONS:
         raise UserError(f"--quantization {quantization}: expected one of "
                         f"{', '.join(QUANTIZATIONS)}")
-    ct2 = import_ctranslate2()
     source = resolve_checkpoint_dir(Path(path))
     config_file = source / "config.yaml"
     check_exportable(config_from_dict(read_yaml(config_file), str(config_file)).model,
                      str(config_file))
+    ct2 = import_ctranslate2()
     check_replaceable(Path(out), is_export, WHAT)
     ckpt = load_checkpoint(source)
     table = ckpt.model.encoder.get_input_embeddings().weight

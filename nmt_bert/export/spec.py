@@ -46,7 +46,11 @@ FOLDABLE_ADAPTERS = ("affine", "none")  # kinds with nothing between encoder and
 
 
 def check_exportable(config: ModelConfig, where: str) -> None:
-    """UserError (one line, naming `where`) unless CTranslate2 can express the adapter."""
+    """UserError (one line, naming `where`) unless CTranslate2 can express the model."""
+    if config.decoder_init == "encoder":
+        raise UserError(
+            f"{where}: model.decoder_init=encoder (a post-LayerNorm BERT decoder) has no "
+            "CTranslate2 mapping in nmt-bert yet; translate it with `nmt-bert translate`")
     if config.adapter not in FOLDABLE_ADAPTERS:
         raise UserError(
             f"{where}: model.adapter={config.adapter} ends in a LayerNorm, which CTranslate2 "

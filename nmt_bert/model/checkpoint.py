@@ -5,7 +5,8 @@
     encoder_config.json    the encoder architecture, to rebuild it without the original files
     encoder_tokenizer/     the source tokenizer
     source_vocab.json      which encoder-tokenizer ids the pruned embedding rows stand for
-    spm.model              the target SentencePiece model
+    spm.model              the target SentencePiece model, or
+    target_vocab.json      the encoder-tokenizer ids of the target rows (BERT2BERT)
     meta.json              step, stage, dev scores, format version
     trainer_state.pt       optimizer, schedule, RNG and data position (resumable checkpoints)
 
@@ -29,7 +30,8 @@ from typing import TYPE_CHECKING
 from nmt_bert.config import Config, config_from_dict, read_yaml, save_config
 from nmt_bert.errors import UserError, first_line
 from nmt_bert.atomic import atomic_dir
-from nmt_bert.model.vocab import SourceVocab, TargetVocab
+from nmt_bert.model.vocab import (TARGET_VOCAB_FILES, EncoderTargetVocab, SourceVocab,
+                                  TargetVocab, load_target_vocab, target_vocab_file)
 
 if TYPE_CHECKING:  # torch is imported where weights are read or written: the layout names
     import torch   # above are read by code that never loads a model (run directories, exports)
@@ -39,7 +41,7 @@ if TYPE_CHECKING:  # torch is imported where weights are read or written: the la
 FORMAT_VERSION = 1
 WEIGHTS, TRAINER_STATE, META = "model.safetensors", "trainer_state.pt", "meta.json"
 REQUIRED = (WEIGHTS, "config.yaml", "encoder_config.json", "encoder_tokenizer",
-            "source_vocab.json", "spm.model", META)
+            "source_vocab.json", META)
 
 
 @dataclass
@@ -47,7 +49,7 @@ class Assets:
     """Everything besides the weights that a checkpoint carries."""
 
     tokenizer_dir: Path
-    spm_path: Path
+    target_vocab_path: Path  # spm.model or target_vocab.json, copied under its own name
     source_vocab: SourceVocab
 
 
@@ -57,7 +59,7 @@ class Checkpoint:
     config: Config
     tokenizer: Any  # transformers PreTrainedTokenizerBase
     source_vocab: SourceVocab
-    target_vocab: TargetVocab
+    target_vocab: TargetVocab | EncoderTargetVocab
     meta: dict
     path: Path
 
@@ -73,7 +75,7 @@ def save_checkpoint(path: Path, model: Seq2Seq, config: Config, assets: Assets, 
         save_config(config, tmp / "config.yaml")
         (tmp / "encoder_config.json").write_text(model.encoder.config.to_json_string())
         shutil.copytree(assets.tokenizer_dir, tmp / "encoder_tokenizer")
-        shutil.copy(assets.spm_path, tmp / "spm.model")
+        shutil.copy(assets.target_vocab_path, tmp / Path(assets.target_vocab_path).name)
         assets.source_vocab.save(tmp / "source_vocab.json")
         (tmp / META).write_text(json.dumps({"format": FORMAT_VERSION, **meta}, indent=2))
         if trainer_state is not None:
@@ -114,6 +116,8 @@ def load_checkpoint(path: Path, device: "str | torch.device" = "cpu") -> Checkpo
 
     path = resolve_checkpoint_dir(path)
     missing = [name for name in REQUIRED if not (path / name).exists()]
+    if not any((path / name).exists() for name in TARGET_VOCAB_FILES):
+        missing.append(" or ".join(TARGET_VOCAB_FILES))
     if missing:
         raise UserError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
     config = config_from_dict(read_yaml(path / "config.yaml"), str(path / "config.yaml"))
@@ -127,7 +131,8 @@ def load_checkpoint(path: Path, device: "str | torch.device" = "cpu") -> Checkpo
         raise UserError(f"{path / 'encoder_config.json'}: cannot rebuild the encoder "
                         f"({first_line(err)})") from None
     drop_pooler(encoder)
-    target_vocab = TargetVocab(path / "spm.model")
+    tokenizer = load_local_tokenizer(path / "encoder_tokenizer")
+    target_vocab = load_target_vocab(target_vocab_file(path), tokenizer)
     model = Seq2Seq(encoder, config.model, len(target_vocab))
     weights = path / WEIGHTS
     try:
@@ -140,7 +145,6 @@ def load_checkpoint(path: Path, device: "str | torch.device" = "cpu") -> Checkpo
         first = str(err).strip().splitlines()[:2]
         raise UserError(f"{weights}: weights do not match the checkpoint's config: "
                         f"{' '.join(line.strip() for line in first)}") from None
-    tokenizer = load_local_tokenizer(path / "encoder_tokenizer")
     meta = read_json(path / META, "checkpoint description")
     model.to(device).eval()
     return Checkpoint(model, config, tokenizer, SourceVocab.load(path / "source_vocab.json"),

@@ -1,5 +1,8 @@
 """The translation model: pretrained BERT encoder -> adapter -> Transformer decoder.
 
+The decoder is the random pre-LN one (model/decoder.py) or, with model.decoder_init=encoder,
+the BERT-shaped one warm-started from the encoder checkpoint (model/bert_decoder.py).
+
 Shapes: B batch, S source length, T target length, E encoder width, D decoder width,
 V target vocabulary.
 """
@@ -12,6 +15,7 @@ from torch import Tensor, nn
 
 from nmt_bert.config import ModelConfig
 from nmt_bert.model.adapters import ADAPTERS
+from nmt_bert.model.bert_decoder import BertDecoder, pretrained_parameters
 from nmt_bert.model.decoder import Decoder, DecoderState
 from nmt_bert.model.special_tokens import PAD
 
@@ -22,10 +26,17 @@ class Seq2Seq(nn.Module):
         self.config = config
         self.encoder = encoder
         enc_dim = encoder.config.hidden_size
-        self.adapter = ADAPTERS[config.adapter](enc_dim, config.d_model, config.adapter_hidden,
-                                                config.dropout)
-        self.decoder = Decoder(tgt_vocab_size, config.d_model, config.decoder_layers, config.heads,
-                               config.ffn_dim, config.dropout, config.max_target_positions, PAD)
+        if config.decoder_init == "encoder":  # BERT2BERT: the decoder is the encoder's width
+            self.adapter = ADAPTERS[config.adapter](enc_dim, enc_dim, config.adapter_hidden,
+                                                    config.dropout)
+            self.decoder = BertDecoder(tgt_vocab_size, encoder.config, config.decoder_layers,
+                                       config.dropout, config.max_target_positions, PAD)
+        else:
+            self.adapter = ADAPTERS[config.adapter](enc_dim, config.d_model,
+                                                    config.adapter_hidden, config.dropout)
+            self.decoder = Decoder(tgt_vocab_size, config.d_model, config.decoder_layers,
+                                   config.heads, config.ffn_dim, config.dropout,
+                                   config.max_target_positions, PAD)
         self.encoder_frozen = False
 
     def freeze_encoder(self, frozen: bool = True, embeddings_frozen: bool = False) -> None:
@@ -35,6 +46,13 @@ class Seq2Seq(nn.Module):
         if not frozen and embeddings_frozen:
             self.encoder.get_input_embeddings().requires_grad_(False)
         self.train(self.training)
+
+    def freeze_pretrained_decoder(self, frozen: bool = True) -> None:
+        """BERT2BERT: hold the decoder's pretrained parameters fixed (only what is new, the
+        cross-attention sublayers, and the adapter train); a no-op for the random decoder."""
+        if isinstance(self.decoder, BertDecoder):
+            for p in pretrained_parameters(self.decoder):
+                p.requires_grad_(not frozen)
 
     def train(self, mode: bool = True) -> "Seq2Seq":
         super().train(mode)

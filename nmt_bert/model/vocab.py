@@ -109,3 +109,107 @@ class TargetVocab:
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.sp.DecodeIds([i for i in ids if i > EOS])
+
+    def has_piece(self, piece: str) -> bool:
+        """Whether `piece` is one piece of the vocabulary (a protected-span placeholder)."""
+        return self.sp.piece_to_id(piece) != self.sp.unk_id()
+
+
+class EncoderTargetVocab:
+    """The target side read and written with the encoder's own tokenizer (BERT2BERT).
+
+    Only the tokenizer ids the target corpus uses are kept, as for the source. Row r stands
+    for tokenizer id `kept_ids[r]`; rows 0-3 are the tokenizer's pad, unk, sentence-start
+    ([CLS] / <s>) and sentence-end ([SEP] / </s>) tokens, so PAD/UNK/BOS/EOS
+    (model/special_tokens.py) mean the same rows for every target vocabulary. Ids outside the
+    kept set become the UNK row.
+    """
+
+    FILE = "target_vocab.json"
+
+    def __init__(self, tokenizer, kept_ids: list[int]):
+        self.tokenizer = tokenizer
+        self.kept_ids = list(kept_ids)
+        if self.kept_ids[:4] != special_rows(tokenizer):
+            raise UserError("target vocabulary: rows 0-3 must be the tokenizer's pad, unk, "
+                            f"bos, eos ids {special_rows(tokenizer)}, found {self.kept_ids[:4]}")
+        self.row = {original: r for r, original in enumerate(self.kept_ids)}
+
+    @classmethod
+    def build(cls, tokenizer, id_lists: Iterable[Iterable[int]]) -> "EncoderTargetVocab":
+        """Keep the specials and every tokenizer id in `id_lists` (from `tokenize`)."""
+        specials = special_rows(tokenizer)
+        used: set[int] = set()
+        for ids in id_lists:
+            used.update(int(i) for i in ids)
+        return cls(tokenizer, specials + sorted(used - set(specials)))
+
+    def __len__(self) -> int:
+        return len(self.kept_ids)
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        """Tokenizer ids of each text, without special tokens."""
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [[self.row.get(i, UNK) for i in ids] for ids in self.tokenize(texts)]
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_batch([text])[0]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        original = [self.kept_ids[i] for i in ids if i > EOS]
+        return self.tokenizer.decode(original, skip_special_tokens=True,
+                                     clean_up_tokenization_spaces=False).strip()
+
+    def has_piece(self, piece: str) -> bool:
+        """Whether `piece` is one kept piece: never a protected-span placeholder, which the
+        encoder's tokenizer splits (spans are then compared, not masked)."""
+        ids = self.tokenize([piece])[0]
+        return len(ids) == 1 and ids[0] in self.row and self.row[ids[0]] > EOS
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps({"kept_ids": self.kept_ids}), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path, tokenizer) -> "EncoderTargetVocab":
+        try:
+            kept = json.loads(Path(path).read_text(encoding="utf-8"))["kept_ids"]
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            raise UserError(f"{path}: unreadable target vocabulary ({err})") from None
+        return cls(tokenizer, kept)
+
+
+def special_rows(tokenizer) -> list[int]:
+    """The tokenizer's pad, unk, sentence-start and sentence-end ids, in PAD/UNK/BOS/EOS order."""
+    bos = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    eos = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    ids = [tokenizer.pad_token_id, tokenizer.unk_token_id, bos, eos]
+    if None in ids or len(set(ids)) != 4:
+        raise UserError(f"the encoder's tokenizer has no distinct pad/unk/start/end tokens "
+                        f"({ids}); data.target_tokenizer=encoder needs them")
+    return ids
+
+
+TARGET_VOCAB_FILES = ("spm.model", EncoderTargetVocab.FILE)  # sentencepiece, encoder
+
+
+def target_vocab_file(directory: Path) -> Path:
+    """The target vocabulary file of a prepared-data or checkpoint directory."""
+    for name in TARGET_VOCAB_FILES:
+        if (Path(directory) / name).is_file():
+            return Path(directory) / name
+    return Path(directory) / TARGET_VOCAB_FILES[0]
+
+
+def load_target_vocab(path: Path, tokenizer=None):
+    """A TargetVocab (spm.model) or an EncoderTargetVocab (target_vocab.json, read with
+    `tokenizer`, by default the `encoder_tokenizer/` beside it)."""
+    path = Path(path)
+    if path.name != EncoderTargetVocab.FILE:
+        return TargetVocab(path)
+    if tokenizer is None:
+        from nmt_bert.model.encoders import load_local_tokenizer
+
+        tokenizer = load_local_tokenizer(path.parent / "encoder_tokenizer")
+    return EncoderTargetVocab.load(path, tokenizer)

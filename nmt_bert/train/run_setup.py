@@ -16,6 +16,7 @@ from nmt_bert.model.seq2seq import Seq2Seq
 from nmt_bert.data.prepared_dir import load_prepared
 from nmt_bert.train.run_dir import RunDir
 from nmt_bert.train.run_log import RunLog
+from nmt_bert.errors import UserError
 from nmt_bert.model.vocab import SourceVocab, TargetVocab
 
 
@@ -43,10 +44,11 @@ def build(run: RunDir, data_dir: Path, config: Config, resume_from: Path | None,
     prepared = load_prepared(data_dir)
     info = run.read_info()
     train_split, dev_split = prepared.split("train"), prepared.split("dev")
-    target_vocab = TargetVocab(prepared.spm_path)
+    check_target_tokenizer(prepared, config)
     if resume_from is not None:
         ckpt = load_checkpoint(resume_from)
         model, tokenizer, source_vocab = ckpt.model, ckpt.tokenizer, ckpt.source_vocab
+        target_vocab = ckpt.target_vocab
         fingerprint = info["encoder_fingerprint"]
     else:
         pretrained = config.model.encoder_init == "pretrained"
@@ -54,6 +56,9 @@ def build(run: RunDir, data_dir: Path, config: Config, resume_from: Path | None,
         encoder, tokenizer = load_encoder(config.model.encoder, pretrained=pretrained)
         if not pretrained:
             log.info("encoder weights randomly initialised (model.encoder_init=random)")
+        target_vocab = prepared.target_vocab(tokenizer)
+        pretrained_stack = list(encoder.encoder.layer)  # before truncation and pruning
+        pretrained_words = encoder.get_input_embeddings().weight
         truncate_encoder(encoder, config.model.encoder_layers)
         drop_pooler(encoder)
         fingerprint = encoder_fingerprint(encoder)
@@ -68,16 +73,51 @@ def build(run: RunDir, data_dir: Path, config: Config, resume_from: Path | None,
             source_vocab = SourceVocab(original, tokenizer.unk_token_id)
         torch.manual_seed(config.train.seed)
         model = Seq2Seq(encoder, config.model, len(target_vocab))
+        if config.model.decoder_init == "encoder":
+            warm_start_decoder(model, pretrained_words, pretrained_stack, target_vocab, log)
         source_vocab.save(run.source_vocab)
         info["encoder_fingerprint"] = fingerprint
         run.write_info(info)
     lookup = source_vocab.lookup_table()
-    assets = Assets(prepared.tokenizer_dir, prepared.spm_path, source_vocab)
+    assets = Assets(prepared.tokenizer_dir, prepared.target_vocab_path, source_vocab)
     return RunSetup(config, model, tokenizer, source_vocab, target_vocab,
                     TokenData.from_dataset(train_split, lookup),
                     TokenData.from_dataset(dev_split, lookup),
                     list(dev_split["src"]), list(dev_split["tgt"]), assets, Path(data_dir),
                     fingerprint)
+
+
+def check_target_tokenizer(prepared, config: Config) -> None:
+    """The decoder kind and the prepared target vocabulary must go together."""
+    kind = prepared.target_tokenizer
+    if (config.model.decoder_init == "encoder") != (kind == "encoder"):
+        raise UserError(f"{prepared.path} was prepared with data.target_tokenizer={kind}, but "
+                        f"model.decoder_init={config.model.decoder_init} needs "
+                        f"{'encoder' if config.model.decoder_init == 'encoder' else 'sentencepiece'}"
+                        "; prepare the data again with the matching data.target_tokenizer")
+
+
+def warm_start_decoder(model: Seq2Seq, word_table: torch.Tensor, stack: list, target_vocab,
+                       log: RunLog) -> None:
+    """BERT2BERT: the decoder's embeddings and layers from the pretrained encoder's
+    (`word_table` and `stack`: its word table and layers before pruning and truncation)."""
+    from nmt_bert.model.bert_decoder import init_from_encoder, source_layer_ids
+    from nmt_bert.model.encoders import OFFSET_POSITIONS
+
+    m = model.config
+    try:
+        ids = source_layer_ids(len(stack), m.decoder_layers, m.decoder_source_layers)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    encoder = model.encoder
+    offset = OFFSET_POSITIONS.get(encoder.config.model_type, 0)
+    try:
+        init_from_encoder(model.decoder, word_table, encoder.embeddings, [stack[i] for i in ids],
+                          target_vocab.kept_ids, offset)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    log.info(f"decoder initialised from encoder layers {ids} ({m.decoder_source_layers} "
+             f"{m.decoder_layers}); target vocabulary {len(target_vocab)} encoder pieces")
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:

@@ -99,6 +99,7 @@ class Trainer:
 
     def enter_stage(self, stage: int) -> None:
         self.model.freeze_encoder(stage == 1, embeddings_frozen=self.cfg.freeze_embeddings_stage2)
+        self.model.freeze_pretrained_decoder(stage == 1 and self.cfg.stage1_decoder == "new")
         self.optimizer = make_optimizer(self.model, stage, self.cfg)
         self.ddp_model = dist.wrap(self.model, self.device)
         self.cache = None
@@ -196,7 +197,10 @@ class Trainer:
         reserve = 2 * self.save_seconds + (eval_s if self.cfg.average_last > 0 else 0.0)
         left = self.state.stage_deadline - self.budget.elapsed() - (reserve if last_stage else 0.0)
         evals_left = max(0, self.planned_evaluations() - self.state.evals_in_stage)
-        total = dist.broadcast(step + fit_steps(left, step_s, evals_left, eval_s, 0.0))
+        # Past the stage's deadline the stage ends at this step (fit_steps gives at least one
+        # more step, which, re-planned every step once late, would never end).
+        more = fit_steps(left, step_s, evals_left, eval_s, 0.0) if left > 0 else 0
+        total = dist.broadcast(step + more)
         if self.cfg.schedule == "linear" and step >= self.warmup():
             self.state.anchor_factor, self.state.anchor_step = self.schedule_factor(step), step
         if total != self.state.planned_steps:
