@@ -18,9 +18,7 @@ only when it is itself a prepared data directory (or empty); anything else is re
 from __future__ import annotations
 
 import contextlib
-import io
 import json
-import os
 import shutil
 import time
 import uuid
@@ -41,15 +39,13 @@ from nmt_bert.data.coverage import coverage
 from nmt_bert.errors import UserError
 from nmt_bert.model.special_tokens import BOS, EOS, PAD, UNK
 from nmt_bert.data.protected_spans import Protector, mask_train_file, placeholder_symbols
+from nmt_bert.data.target_pieces import BATCH, EncoderPieces, chunks, train_sentencepiece
 from nmt_bert.data.prepared_dir import FORMAT, FORMAT_VERSION, is_prepared, summary_table
 from nmt_bert.progress import progress_bar
 from nmt_bert.textio import write_lines
 
 PREPARED_WHAT = "a prepared data directory (no nmt-bert manifest.json)"
 
-BATCH = 1000  # pairs per tokenizer call: fast tokenizers batch well, memory stays flat
-# SentencePiece refuses samples of 100 sentences or fewer (0 means "all").
-SP_MIN_SAMPLE = 101
 
 
 def prepare(spec: CorpusSpec, out: Path, config: Config, console: Console | None = None) -> dict:
@@ -144,87 +140,6 @@ def protect_train(cleaned: CleanedCorpus, data: DataConfig) -> tuple[Protector |
     return (protector if masked else None), record
 
 
-def train_sentencepiece(train_path: Path, model_path: Path, data: DataConfig, seed: int,
-                        symbols: list[str] = ()):
-    """Train the target SentencePiece model on the train targets; return the processor.
-
-    `symbols` become single pieces (user_defined_symbols): the protected-span placeholders.
-
-    Writes `model_path` and, for reading, the pieces and scores beside it (.vocab). A corpus
-    too small for data.tgt_vocab_size gets the largest vocabulary it supports (tiny corpora
-    must work). The model is written from memory so it embeds no temporary path: the same
-    input gives the same bytes.
-    """
-    import sentencepiece as spm
-
-    def targets() -> Iterator[str]:
-        with open(train_path, encoding="utf-8", newline="\n") as lines:
-            for line in lines:
-                yield line.rstrip("\n").split("\t", 1)[1]
-
-    sample = data.sp_max_sentences and max(data.sp_max_sentences, SP_MIN_SAMPLE)
-    options = dict(
-        vocab_size=data.tgt_vocab_size, model_type=data.sp_model_type,
-        character_coverage=data.sp_character_coverage, input_sentence_size=sample,
-        shuffle_input_sentence=True, pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
-        num_threads=_cores(), minloglevel=2,
-    )
-    if symbols:
-        options["user_defined_symbols"] = list(symbols)
-    spm.set_random_generator_seed(seed)  # the sentence sample: same input, same model
-    for hard_limit in (True, False):
-        model = io.BytesIO()
-        try:
-            spm.SentencePieceTrainer.train(sentence_iterator=targets(), model_writer=model,
-                                           hard_vocab_limit=hard_limit, **options)
-            break
-        except RuntimeError as err:
-            if hard_limit and "Vocabulary size too high" in str(err):
-                continue  # a tiny corpus: take the largest vocabulary it supports
-            reason = str(err).strip().splitlines()[-1].split("] ")[-1]
-            raise UserError(f"SentencePiece training failed (data.tgt_vocab_size="
-                            f"{data.tgt_vocab_size}): {reason}") from None
-    model_path.write_bytes(model.getvalue())
-    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
-    write_lines(model_path.with_suffix(".vocab"),
-                [f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}" for i in range(sp.get_piece_size())])
-    return sp
-
-
-class EncoderPieces:
-    """data.target_tokenizer=encoder: the target side in the encoder tokenizer's own pieces,
-    pruned to those the train targets use (model/vocab.py `EncoderTargetVocab`), with the
-    batch `encode` and `get_piece_size` the rest of `prepare` calls on SentencePiece."""
-
-    def __init__(self, vocab):
-        self.vocab = vocab
-
-    @classmethod
-    def build(cls, train_path: Path, out: Path, tokenizer) -> "EncoderPieces":
-        from nmt_bert.model.vocab import EncoderTargetVocab
-
-        def id_lists() -> Iterator[list[int]]:
-            with open(train_path, encoding="utf-8", newline="\n") as lines:
-                for batch in _chunks((line.rstrip("\n").split("\t", 1)[1] for line in lines),
-                                     BATCH):
-                    yield from tokenizer(batch, add_special_tokens=False)["input_ids"]
-
-        vocab = EncoderTargetVocab.build(tokenizer, id_lists())
-        vocab.save(out / EncoderTargetVocab.FILE)
-        return cls(vocab)
-
-    def encode(self, texts: list[str]) -> list[list[int]]:
-        return self.vocab.encode_batch(texts)
-
-    def get_piece_size(self) -> int:
-        return len(self.vocab)
-
-    def manifest_entry(self) -> dict:
-        return {"model": self.vocab.FILE, "type": "encoder", "size": len(self.vocab),
-                "requested_size": len(self.vocab), "pad_id": PAD, "unk_id": UNK,
-                "bos_id": BOS, "eos_id": EOS}
-
-
 class TrainRows:
     """Generator of tokenized train rows for `Dataset.from_generator`; counts token drops.
 
@@ -241,7 +156,7 @@ class TrainRows:
 
     def __call__(self) -> Iterator[dict]:
         with open(self.path, encoding="utf-8", newline="\n") as lines:
-            for batch in _chunks((line.rstrip("\n").split("\t") for line in lines), BATCH):
+            for batch in chunks((line.rstrip("\n").split("\t") for line in lines), BATCH):
                 srcs, tgts = [s for s, _ in batch], [t for _, t in batch]
                 src_ids = self.tokenizer(srcs, add_special_tokens=True)["input_ids"]
                 for s, t, si, ti in zip(srcs, tgts, src_ids, self.sp.encode(tgts)):
@@ -278,7 +193,7 @@ def heldout_split(datasets, pairs: list[Pair], tokenizer, sp, hard: tuple[int | 
     those of the masked pair, as in training."""
     columns = {"src": [], "tgt": [], "src_ids": [], "tgt_ids": []}
     kept = []
-    for batch in _chunks(pairs, BATCH):
+    for batch in chunks(pairs, BATCH):
         texts = [(protector and protector.mask_pair(p.src, p.tgt)) or (p.src, p.tgt)
                  for p in batch]
         src_ids = tokenizer([s for s, _ in texts], add_special_tokens=True)["input_ids"]
@@ -342,24 +257,9 @@ def print_summary(console: Console, manifest: dict, out: Path) -> None:
                   f"{manifest['wall_time_s']:.1f} s", highlight=False)
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _hard_limit(tokenizer) -> int | None:
     limit = tokenizer.model_max_length
     return limit if limit and limit < 1_000_000 else None  # tokenizers without one say 1e30
-
-
-def _chunks(items, size: int) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _progress(console: Console) -> Progress:

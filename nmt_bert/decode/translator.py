@@ -19,7 +19,6 @@ from nmt_bert.config import DecodeConfig, apply_override, validate
 from nmt_bert.data.protected_spans import Protector
 from nmt_bert.devices import autocast_context, resolve_device
 from nmt_bert.model.encoders import encoder_max_tokens
-from nmt_bert.errors import UserError
 from nmt_bert.model.seq2seq import Seq2Seq
 from nmt_bert.decode.line_translator import (  # noqa: F401 - the names callers import from here
     Candidate, LineTranslator, TranslateStats, Translation, check_decode_overrides,
