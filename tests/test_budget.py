@@ -14,7 +14,8 @@ import pytest
 
 from conftest import tiny_config, tiny_sets
 from nmt_bert.errors import UserError
-from nmt_bert.train.budget import eval_points, fit_steps, parse_minutes, replanned_factor
+from nmt_bert.train.budget import (eval_points, fit_steps, parse_minutes, replanned_factor,
+                                   scaled_warmup)
 
 BUDGET = ("train.max_minutes=0.4", "train.schedule=linear", "train.stage1_steps=40",
           "train.eval_every=10", "train.warmup_steps=5", "train.log_every=1")
@@ -74,6 +75,33 @@ def test_a_budgeted_run_ends_inside_its_budget_with_the_schedule_completed(
              if json.loads(l)["kind"] == "eval"]
     assert 1 <= len(evals) <= 5 and evals[-1]["step"] == finished["steps"]
     assert "planned for" in (run / "train.log").read_text()
+
+
+@pytest.mark.parametrize("warmup, configured, planned, step, expected", [
+    (200, 1800, 1800, 10, 200),  # the plan buys what was configured: unchanged
+    (200, 1800, 3600, 10, 200),  # a faster machine: never longer
+    (200, 1800, 204, 10, 23),  # a loaded one: in proportion
+    (200, 1800, 20, 10, 10),  # never behind the step already reached
+    (0, 1800, 204, 10, 0),  # no warmup stays none
+])
+def test_the_first_plan_scales_the_warmup(warmup, configured, planned, step, expected):
+    assert scaled_warmup(warmup, configured, planned, step) == expected
+
+
+def test_a_short_budget_still_reaches_the_peak_rate(tmp_path, tiny_prepared_dir,
+                                                   tiny_encoder_dir):
+    """Far fewer steps fit than configured: the warmup shrinks with the plan, so the rate
+    climbs to its peak and decays to zero inside the stage instead of warming up throughout."""
+    from nmt_bert.train.training import train
+
+    run = tmp_path / "run"
+    config = tiny_config(tiny_encoder_dir, "train.max_minutes=0.15", "train.schedule=linear",
+                         "train.stage1_steps=100000", "train.warmup_steps=50000",
+                         "train.eval_every=100000", "train.log_every=1", "train.lr=0.001")
+    train(tiny_prepared_dir, run, config, device="cpu")
+    rates = [r["lr"] for r in train_records(run)]
+    assert len(rates) < 50000 and rates[-1] == 0.0
+    assert max(rates) >= 0.001 * 0.9  # the peak was reached, not a fraction of it
 
 
 def test_a_budget_spent_before_the_plan_ends_the_stage_at_once(tmp_path, tiny_prepared_dir,

@@ -5,7 +5,9 @@ the final checkpoint) and, after a resume, the time the run had already spent. T
 measures its step and evaluation times as it goes and re-plans the stage's number of steps
 (`fit_steps`) after a few steps and after each evaluation, so the run ends inside the budget
 with its schedule completed: a linear decay re-planned at step t0 continues from its current
-factor straight down to zero at the new end (`replanned_factor`), never cut off mid-way.
+factor straight down to zero at the new end (`replanned_factor`), never cut off mid-way. The
+first plan also fixes the warmup: shortened in proportion where fewer steps fit than were
+configured (`scaled_warmup`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,15 @@ def fit_steps(seconds_left: float, step_seconds: float, evals_left: int, eval_se
     """How many more steps fit: N * step + evals * eval + reserve <= seconds left (N >= 1)."""
     usable = seconds_left - evals_left * eval_seconds - reserve_seconds
     return max(1, int(usable / max(step_seconds, 1e-6)))
+
+
+def scaled_warmup(warmup: int, configured: int, planned: int, step: int) -> int:
+    """The stage's warmup under its first plan: shortened in proportion when the budget buys
+    fewer steps than configured (a 200-step warmup must not fill a 204-step stage on a loaded
+    machine), never past the step already reached, never longer than configured."""
+    if warmup <= 0 or planned >= configured:
+        return warmup
+    return min(warmup, max(step, 1, round(warmup * planned / max(configured, 1))))
 
 
 def eval_points(total: int, evaluations: int) -> list[int]:

@@ -20,7 +20,7 @@ import torch
 from nmt_bert.train import distributed as dist
 from nmt_bert.train.averaging import average_checkpoints, prune_snapshots
 from nmt_bert.train.budget import (FIRST_EVAL_GUESS, MEASURE_STEPS, TimeBudget, eval_points,
-                                   fit_steps, replanned_factor)
+                                   fit_steps, replanned_factor, scaled_warmup)
 from nmt_bert.caches import encoder_states_dir
 from nmt_bert.model.checkpoint import WEIGHTS, load_trainer_state, save_checkpoint
 from nmt_bert.train.curves import plot_curves
@@ -52,6 +52,7 @@ class TrainState:
     rollbacks: int = 0
     # with a time budget (train.max_minutes, see budget.py):
     planned_steps: int = 0  # the current stage's planned steps (0: the configured ones)
+    planned_warmup: int = -1  # its warmup, fixed by the first plan (-1: the configured one)
     anchor_step: int = 0  # where the linear decay was last re-planned (0: never)
     anchor_factor: float = 1.0  # its factor there
     evals_in_stage: int = 0
@@ -89,6 +90,7 @@ class Trainer:
         """Start `stage` from its first step: freezing, a fresh optimizer, the state cache."""
         self.state.stage, self.state.step = stage, 0
         self.state.planned_steps = self.state.anchor_step = self.state.evals_in_stage = 0
+        self.state.planned_warmup = -1
         self.state.anchor_factor = 1.0
         self.enter_stage(stage)
         if self.budget is not None:  # measured after the cache: its build counts as spent
@@ -160,6 +162,8 @@ class Trainer:
                 "grad_norm": float(grad_norm), "lr": self.optimizer.param_groups[0]["lr"]}
 
     def warmup(self) -> int:
+        if self.budget is not None and self.state.planned_warmup >= 0:
+            return self.state.planned_warmup
         return self.cfg.warmup_steps if self.state.stage == 1 else self.cfg.stage2_warmup_steps
 
     def schedule_factor(self, step: int) -> float:
@@ -201,6 +205,9 @@ class Trainer:
         # more step, which, re-planned every step once late, would never end).
         more = fit_steps(left, step_s, evals_left, eval_s, 0.0) if left > 0 else 0
         total = dist.broadcast(step + more)
+        if self.state.planned_warmup < 0:  # the first plan: the warmup in proportion to it
+            self.state.planned_warmup = scaled_warmup(
+                self.warmup(), self.configured_steps(self.state.stage), total, step)
         if self.cfg.schedule == "linear" and step >= self.warmup():
             self.state.anchor_factor, self.state.anchor_step = self.schedule_factor(step), step
         if total != self.state.planned_steps:
