@@ -241,8 +241,14 @@ def test_resumed_run_matches_uninterrupted(tmp_path, b2b_prepared_dir, tiny_enco
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
-def test_prepare_train_translate_score_and_export_refused(tmp_path, tiny_encoder_dir):
+def test_prepare_train_translate_score_and_export(tmp_path, tiny_encoder_dir):
+    """The whole CLI path, then the CTranslate2 export (post-norm decoder, affine adapter):
+    its fp32 log-probs equal ours and its greedy output is ours, line for line."""
+    from test_export import exported_logprobs, random_targets, teacher_forced
+
     from nmt_bert.cli import app
+    from nmt_bert.decode.translator import Translator
+    from nmt_bert.export.ct2_translator import Ct2Translator
 
     def invoke(*args: str, code: int = 0):
         result = CliRunner().invoke(app, list(args))
@@ -250,8 +256,9 @@ def test_prepare_train_translate_score_and_export_refused(tmp_path, tiny_encoder
         return result
 
     src, tgt = write_tiny_corpus(tmp_path / "corpus")
-    sets = [a for s in tiny_sets(tiny_encoder_dir, *B2B, "train.stage1_steps=30",
-                                 "train.stage2_steps=10", "train.eval_every=20")
+    sets = [a for s in tiny_sets(tiny_encoder_dir, *B2B, "model.adapter=affine",
+                                 "train.stage1_steps=30", "train.stage2_steps=10",
+                                 "train.eval_every=20")
             for a in ("--set", s)]
     data, run = tmp_path / "data", tmp_path / "run"
     invoke("prepare", "--src", str(src), "--tgt", str(tgt), "--out", str(data), *sets)
@@ -259,8 +266,18 @@ def test_prepare_train_translate_score_and_export_refused(tmp_path, tiny_encoder
     hyp = tmp_path / "test.hyp"
     invoke("translate", str(data / "test.src"), "--model", str(run), "-o", str(hyp), "--beam", "2")
     outputs = hyp.read_text().splitlines()
-    assert len(outputs) == len((data / "test.src").read_text().splitlines()) > 0
+    lines = (data / "test.src").read_text().splitlines()
+    assert len(outputs) == len(lines) > 0
     report = json.loads(invoke("score", str(hyp), str(data / "test.ref"), "--json").output)
     assert all("version:" in s["signature"] for s in report["scores"])
-    refused = invoke("export", str(run), "--out", str(tmp_path / "export"), code=1)
-    assert "decoder_init=encoder" in refused.output
+
+    export = tmp_path / "export"
+    invoke("export", str(run), "--out", str(export))
+    quiet = dict(device="cpu", overrides=["decode.beam_size=1"], note=lambda text: None)
+    ours, theirs = Translator.from_checkpoint(run, **quiet), Ct2Translator.from_export(export, **quiet)
+    assert theirs.target_tokens == ours.target_vocab.piece_names()
+    targets = random_targets(ours, 6)
+    for a, b in zip(teacher_forced(ours, lines[:6], targets),
+                    exported_logprobs(theirs, lines[:6], targets)):
+        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    assert [t.text for t in theirs.translate(lines)] == [t.text for t in ours.translate(lines)]

@@ -47,7 +47,7 @@ from nmt_bert.decode.line_translator import (LineTranslator, Translation,
 from nmt_bert.errors import UserError
 from nmt_bert.export.export_dir import ExportDir
 from nmt_bert.model.special_tokens import BOS, EOS, PAD
-from nmt_bert.model.vocab import SourceVocab, TargetVocab
+from nmt_bert.model.vocab import SourceVocab, TargetVocab, load_target_vocab
 
 NO_PENALTY = 1e-12  # stands for length_penalty 0 (see the module docstring)
 
@@ -71,8 +71,7 @@ class Ct2Translator(LineTranslator):
         self.model = model
         self.rows = rows
         self.source_tokens = source_tokens
-        sp = target_vocab.sp
-        self.target_tokens = [sp.IdToPiece(i) for i in range(len(target_vocab))]
+        self.target_tokens = target_vocab.piece_names()
         self.target_ids = {piece: i for i, piece in enumerate(self.target_tokens)}
         self.banned = [[self.target_tokens[PAD]], [self.target_tokens[BOS]]]
 
@@ -111,7 +110,7 @@ class Ct2Translator(LineTranslator):
                             f"({str(err).strip().splitlines()[0]})") from None
         tokenizer = load_local_tokenizer(export.tokenizer_dir, backend_only=True)
         translator = cls(model, tokenizer, rows, export.source_tokens(), reading,
-                         TargetVocab(export.spm), config.decode,
+                         load_target_vocab(export.target_vocab, tokenizer), config.decode,
                          int(manifest["max_source_tokens"]), config.model.max_target_positions,
                          trained)
         translator.protect_spans(Protector.from_config(config.data))  # as the checkpoint did

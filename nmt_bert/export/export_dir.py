@@ -44,8 +44,11 @@ class ExportDir:
         return self.path / "encoder_tokenizer"
 
     @property
-    def spm(self) -> Path:
-        return self.path / "spm.model"
+    def target_vocab(self) -> Path:
+        """The target vocabulary, as the checkpoint had it: spm.model or target_vocab.json."""
+        from nmt_bert.model.vocab import target_vocab_file
+
+        return target_vocab_file(self.path)
 
     @property
     def source_vocab(self) -> Path:
@@ -66,7 +69,7 @@ class ExportDir:
 
     def required(self) -> list[Path]:
         return [self.ct2 / "model.bin", self.ct2_source_vocabulary, self.tokenizer_dir,
-                self.spm, self.source_vocab, self.config, self.manifest_file]
+                self.target_vocab, self.source_vocab, self.config, self.manifest_file]
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         """Written last: its presence marks a complete export."""

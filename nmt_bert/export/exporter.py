@@ -20,7 +20,7 @@ from nmt_bert.config import config_from_dict, read_yaml, save_config
 from nmt_bert.errors import UserError
 from nmt_bert.export.export_dir import ExportDir, is_export
 from nmt_bert.export.runtime import import_ctranslate2
-from nmt_bert.export.spec import build_spec, check_exportable, residual_scale
+from nmt_bert.export.spec import build_spec, check_exportable, decoder_epsilon, residual_scale
 from nmt_bert.model.special_tokens import BOS, EOS, UNK
 
 QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16",
@@ -43,6 +43,7 @@ def export_model(path: Path, out: Path, quantization: str = "float32",
     from nmt_bert.model.checkpoint import WEIGHTS, load_checkpoint, resolve_checkpoint_dir
     from nmt_bert.model.encoders import encoder_max_tokens
     from nmt_bert.model.full_vocab import choose_full_vocab
+    from nmt_bert.model.vocab import target_vocab_file
 
     if quantization not in QUANTIZATIONS:
         raise UserError(f"--quantization {quantization}: expected one of "
@@ -65,10 +66,9 @@ def export_model(path: Path, out: Path, quantization: str = "float32",
         rows, word_table, row_ids = "complete", table, range(vocab.original_size)
     else:
         rows, word_table, row_ids = "pruned", table, vocab.kept_ids
-    sp = ckpt.target_vocab.sp
-    specials = {"unk": sp.IdToPiece(UNK), "bos": sp.IdToPiece(BOS), "eos": sp.IdToPiece(EOS)}
+    target_tokens = ckpt.target_vocab.piece_names()
+    specials = {"unk": target_tokens[UNK], "bos": target_tokens[BOS], "eos": target_tokens[EOS]}
     source_tokens = source_token_names(ckpt.tokenizer, row_ids, vocab.unk_id, specials["unk"])
-    target_tokens = [sp.IdToPiece(i) for i in range(len(ckpt.target_vocab))]
     fold = quantization not in FLOAT16_COMPUTE
     spec = build_spec(ckpt.model, word_table, source_tokens, target_tokens, specials, fold)
     manifest: dict[str, Any] = {
@@ -77,7 +77,7 @@ def export_model(path: Path, out: Path, quantization: str = "float32",
         "max_source_tokens": encoder_max_tokens(ckpt.model, ckpt.tokenizer),
         "layer_norm_epsilon": {
             "written": spec.config.layer_norm_epsilon,
-            "decoder_trained_with": ckpt.model.decoder.norm.eps,
+            "decoder_trained_with": decoder_epsilon(ckpt.model.decoder),
             "decoder_stream_scale": (residual_scale(spec.config.layer_norm_epsilon,
                                                     ckpt.model.decoder) if fold else 1.0)},
         "source": {"checkpoint": str(ckpt.path.resolve()), "meta": ckpt.meta,
@@ -91,7 +91,8 @@ def export_model(path: Path, out: Path, quantization: str = "float32",
         spec.optimize(quantization=quantization)
         spec.save(str(export.ct2))
         shutil.copytree(ckpt.path / "encoder_tokenizer", export.tokenizer_dir)
-        shutil.copy(ckpt.target_vocab.path, export.spm)
+        target = target_vocab_file(ckpt.path)
+        shutil.copy(target, export.path / target.name)
         ckpt.source_vocab.save(export.source_vocab)
         save_config(ckpt.config, export.config)
         export.write_manifest(manifest)

@@ -12,6 +12,12 @@ Decoder (ours, nmt_bert.model.decoder, pre-norm with a final LayerNorm):
     written explicitly (left unset, CTranslate2 would use its own sinusoids); self-attention
     q/k/v fused; cross-attention q in linear[0], k/v fused in linear[1]; the output
     projection is the embedding matrix itself (tied; stored once) and has no bias.
+BERT2BERT decoder (model.decoder_init=encoder, nmt_bert.model.bert_decoder, post-norm):
+    TransformerDecoderSpec(pre_norm=False, layernorm_embedding=True, activation=GELU),
+    no embedding scale and no final LayerNorm; position table (token type 0 folded in)
+    written explicitly; the same sublayer mapping as ours. Its LayerNorms use the encoder's
+    epsilon, so the one epsilon CTranslate2 has is exact for both and the stream is not
+    scaled (a post-norm stream could not be: each sublayer's LayerNorm resets it).
 Adapter:
     affine (memory = A h + a) folds exactly into every layer's cross-attention K/V,
     W(Ah + a) + b = (WA)h + (Wa + b), computed in float64; none leaves K/V as they are. mlp
@@ -47,10 +53,6 @@ FOLDABLE_ADAPTERS = ("affine", "none")  # kinds with nothing between encoder and
 
 def check_exportable(config: ModelConfig, where: str) -> None:
     """UserError (one line, naming `where`) unless CTranslate2 can express the model."""
-    if config.decoder_init == "encoder":
-        raise UserError(
-            f"{where}: model.decoder_init=encoder (a post-LayerNorm BERT decoder) has no "
-            "CTranslate2 mapping in nmt-bert yet; translate it with `nmt-bert translate`")
     if config.adapter not in FOLDABLE_ADAPTERS:
         raise UserError(
             f"{where}: model.adapter={config.adapter} ends in a LayerNorm, which CTranslate2 "
@@ -71,6 +73,8 @@ def build_spec(model: Seq2Seq, word_table: Tensor, source_tokens: Sequence[str],
     """
     from ctranslate2.specs import common_spec, transformer_spec
 
+    from nmt_bert.model.bert_decoder import BertDecoder
+
     check_exportable(model.config, "model")
     encoder, decoder = model.encoder, model.decoder
     enc_config = encoder.config
@@ -78,13 +82,23 @@ def build_spec(model: Seq2Seq, word_table: Tensor, source_tokens: Sequence[str],
         len(encoder.encoder.layer), enc_config.num_attention_heads, pre_norm=False,
         activation=_activation(enc_config.hidden_act), layernorm_embedding=True)
     encoder_spec.scale_embeddings = False
-    decoder_spec = transformer_spec.TransformerDecoderSpec(
-        len(decoder.layers), model.config.heads, pre_norm=True,
-        activation=common_spec.Activation.GELU)
-    stream = residual_scale(float(enc_config.layer_norm_eps), decoder) if fold_epsilon else 1.0
-    decoder_spec.scale_embeddings = decoder.scale * stream  # Decoder.scale is sqrt(d_model)
     _set_encoder(encoder_spec, encoder, word_table)
-    _set_decoder(decoder_spec, decoder, _memory_map(model), stream)
+    post_norm = isinstance(decoder, BertDecoder)
+    decoder_spec = transformer_spec.TransformerDecoderSpec(
+        len(decoder.layers), decoder.layers[0].self_attn.heads, pre_norm=not post_norm,
+        activation=common_spec.Activation.GELU, layernorm_embedding=post_norm)
+    if post_norm:
+        if decoder_epsilon(decoder) != float(enc_config.layer_norm_eps):
+            raise UserError(f"decoder LayerNorm epsilon {decoder_epsilon(decoder):g} differs from "
+                            f"the encoder's {float(enc_config.layer_norm_eps):g}: a post-norm "
+                            "decoder cannot be exported with one epsilon")
+        decoder_spec.scale_embeddings = False
+        _set_bert_decoder(decoder_spec, decoder, _memory_map(model))
+    else:
+        stream = residual_scale(float(enc_config.layer_norm_eps), decoder) if fold_epsilon \
+            else 1.0
+        decoder_spec.scale_embeddings = decoder.scale * stream  # Decoder.scale is sqrt(d_model)
+        _set_decoder(decoder_spec, decoder, _memory_map(model), stream)
     spec = transformer_spec.TransformerSpec(encoder_spec, decoder_spec)
     spec.config.layer_norm_epsilon = float(enc_config.layer_norm_eps)
     spec.config.unk_token = specials["unk"]
@@ -96,14 +110,24 @@ def build_spec(model: Seq2Seq, word_table: Tensor, source_tokens: Sequence[str],
     return spec
 
 
-def residual_scale(epsilon: float, decoder: nn.Module) -> float:
-    """c such that our decoder's LayerNorms, run at `epsilon` on a residual stream scaled by
-    c, compute what they compute at their own epsilon on the unscaled one."""
-    eps = {m.eps for m in decoder.modules() if isinstance(m, nn.LayerNorm)}
+def decoder_epsilon(decoder: nn.Module) -> float:
+    """The one epsilon of the decoder's LayerNorms (UserError where they differ)."""
+    eps = {float(m.eps) for m in decoder.modules() if isinstance(m, nn.LayerNorm)}
     if len(eps) != 1:
         raise UserError(f"decoder LayerNorms with different epsilons {sorted(eps)} cannot be "
                         "exported")
-    return math.sqrt(epsilon / eps.pop())
+    return eps.pop()
+
+
+def residual_scale(epsilon: float, decoder: nn.Module) -> float:
+    """c such that our pre-norm decoder's LayerNorms, run at `epsilon` on a residual stream
+    scaled by c, compute what they compute at their own epsilon on the unscaled one (1 for
+    the post-norm BERT2BERT decoder, which shares the encoder's epsilon)."""
+    from nmt_bert.model.bert_decoder import BertDecoder
+
+    if isinstance(decoder, BertDecoder):
+        return 1.0
+    return math.sqrt(epsilon / decoder_epsilon(decoder))
 
 
 def _activation(name: str):
@@ -183,6 +207,23 @@ def _set_decoder(spec, decoder: nn.Module, memory_map: tuple[Tensor, Tensor] | N
     spec.projection.weight = embed  # tied: the same tensor, stored once
     spec.position_encodings.encodings = _f32(decoder.positions.weight.double() * stream)
     _norm(spec.layer_norm, decoder.norm)
+    _set_decoder_layers(spec, decoder, memory_map, stream)
+
+
+def _set_bert_decoder(spec, decoder: nn.Module, memory_map: tuple[Tensor, Tensor] | None) -> None:
+    """The post-norm BERT2BERT decoder: LayerNorm after the embeddings, none at the end."""
+    embed = _f32(decoder.embed.weight)
+    spec.embeddings.weight = embed
+    spec.projection.weight = embed  # tied
+    spec.position_encodings.encodings = _f32(decoder.positions.weight)  # token type 0 folded in
+    _norm(spec.layernorm_embedding, decoder.embed_norm)
+    _set_decoder_layers(spec, decoder, memory_map, 1.0)
+
+
+def _set_decoder_layers(spec, decoder: nn.Module, memory_map: tuple[Tensor, Tensor] | None,
+                        stream: float) -> None:
+    """Each layer's sublayers (the same names in both decoders; only the norm order differs,
+    which the spec's pre_norm says)."""
     for layer_spec, layer in zip(spec.layer, decoder.layers):
         self_attn, cross = layer.self_attn, layer.cross_attn
         _fused(layer_spec.self_attention.linear[0], self_attn.q, self_attn.k, self_attn.v)

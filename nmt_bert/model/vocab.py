@@ -114,6 +114,10 @@ class TargetVocab:
         """Whether `piece` is one piece of the vocabulary (a protected-span placeholder)."""
         return self.sp.piece_to_id(piece) != self.sp.unk_id()
 
+    def piece_names(self) -> list[str]:
+        """One distinct string per row (what an export names its target vocabulary with)."""
+        return [self.sp.IdToPiece(i) for i in range(len(self))]
+
 
 class EncoderTargetVocab:
     """The target side read and written with the encoder's own tokenizer (BERT2BERT).
@@ -167,6 +171,18 @@ class EncoderTargetVocab:
         encoder's tokenizer splits (spans are then compared, not masked)."""
         ids = self.tokenize([piece])[0]
         return len(ids) == 1 and ids[0] in self.row and self.row[ids[0]] > EOS
+
+    def piece_names(self) -> list[str]:
+        """One distinct string per row: the tokenizer's piece, or a placeholder of its own
+        where the tokenizer names none or repeats one."""
+        pieces = self.tokenizer.convert_ids_to_tokens(self.kept_ids)
+        names, used = [], set()
+        for row, piece in enumerate(pieces):
+            if not isinstance(piece, str) or piece in used:
+                piece = f"<nmt-bert-target-row-{row}>"
+            used.add(piece)
+            names.append(piece)
+        return names
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps({"kept_ids": self.kept_ids}), encoding="utf-8")
