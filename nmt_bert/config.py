@@ -156,6 +156,10 @@ class DecodeConfig:
     # A translation that drops a protected span gets it appended and `translate` exits 1
     # after writing everything (off: the span problem is only counted in the summary).
     strict_spans: bool = False
+    # With masked placeholders, our search emits each of a line's placeholders exactly once
+    # and no other (EOS waits for them); off leaves the model free (and its misses counted).
+    # CTranslate2 exports cannot take a per-line constraint: there spans are only restored.
+    constrain_spans: bool = True
 
 
 @dataclass

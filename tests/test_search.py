@@ -223,3 +223,14 @@ def test_finished_sentences_leave_the_batch(model, sources, monkeypatch, beam_si
     assert rows_per_step[0] == 2 * beam_size
     assert len(rows_per_step) > 3, "the long sentence should still be decoding"
     assert all(rows <= beam_size for rows in rows_per_step[2:])
+
+
+def test_span_slots_ban_used_foreign_placeholders_and_an_early_end():
+    from nmt_bert.decode.search import SpanSlots
+
+    slots = SpanSlots(torch.tensor([7, 8, 9]), torch.tensor([[True, True, False],
+                                                             [False, False, False]]))
+    prefixes = torch.tensor([[5, 7], [5, 6]])  # row 0 (sentence 0) has used placeholder 0
+    banned = slots.banned(prefixes, torch.tensor([0, 1]), vocab=12)
+    assert banned[0].nonzero().flatten().tolist() == [EOS, 7, 9]  # 8 still missing: no EOS
+    assert banned[1].nonzero().flatten().tolist() == [7, 8, 9]  # none of its own: EOS free

@@ -104,8 +104,12 @@ class LineTranslator:
         self.protection = protector
         self.masking = protector is not None and self.target_vocab.has_piece(PLACEHOLDER.format(0))
 
-    def translate_batch(self, sources: list[list[int]]) -> list[Translation]:
-        """Encoder-tokenizer id lists (non-empty, with special tokens) -> translations."""
+    def translate_batch(self, sources: list[list[int]],
+                        span_counts: list[int] | None = None) -> list[Translation]:
+        """Encoder-tokenizer id lists (non-empty, with special tokens) -> translations.
+
+        `span_counts` (with masking): how many placeholders each source carries, for a search
+        that can keep each exactly once (decode.constrain_spans)."""
         raise NotImplementedError
 
     @contextlib.contextmanager
@@ -133,7 +137,8 @@ class LineTranslator:
         with self.running():
             for first in range(0, len(sources), self.config.batch_size):
                 batch = sources[first: first + self.config.batch_size]
-                translations = self.translate_batch([ids for _, ids in batch])
+                counts = [len(spans[i]) for i, _ in batch] if self.masking else None
+                translations = self.translate_batch([ids for _, ids in batch], counts)
                 for (index, _), translation in zip(batch, translations):
                     results[index] = translation
                 if progress is not None:

@@ -13,6 +13,11 @@ Both searches share one convention so that beam size 1 reproduces greedy search 
 - the next token is picked with `topk` over (score so far + log-probs) in both searches, so
   ties and rounding break the same way.
 
+With `spans` (protected-span placeholders, data/protected_spans.py), each hypothesis may emit
+each placeholder its sentence has once, no other placeholder, and EOS only once it has
+emitted them all (or at its length limit): a placeholder cannot be dropped, repeated or
+invented. The bans are masks (-inf), not renormalised, as for PAD and BOS.
+
 Beam search stops a sentence once it holds K finished hypotheses (fairseq's early stopping;
 hypotheses finished at the same step are ranked by log-probability, which there orders them
 by score too). Only EOS candidates ranked within the top K of a step finish, as in fairseq.
@@ -35,6 +40,26 @@ from nmt_bert.model.special_tokens import BOS, EOS, PAD
 
 
 @dataclass
+class SpanSlots:
+    """The placeholders a batch's sentences carry: `ids` (P,) the target ids of placeholders
+    0..P-1, `required` (B, P) bool, True where sentence b has placeholder p."""
+
+    ids: Tensor
+    required: Tensor
+
+    def banned(self, prefixes: Tensor, rows: Tensor, vocab: int) -> Tensor:
+        """prefixes: (R, t) tokens so far of rows whose sentences are `rows` (R,) ->
+        (R, V) bool: placeholders used already or not the sentence's, and EOS while one of
+        its placeholders is missing."""
+        required = self.required[rows]  # (R, P)
+        used = (prefixes.unsqueeze(-1) == self.ids).any(dim=1)  # (R, P)
+        banned = torch.zeros(rows.numel(), vocab, dtype=torch.bool, device=prefixes.device)
+        banned[:, self.ids] = used | ~required
+        banned[:, EOS] = (required & ~used).any(dim=1)
+        return banned
+
+
+@dataclass
 class Hypothesis:
     tokens: list[int]  # target ids, without BOS and EOS
     score: float  # logprob / (len(tokens) + 1) ** length_penalty
@@ -45,16 +70,21 @@ def _start(model: Seq2Seq, states: Tensor, src_mask: Tensor, beams: int = 1) -> 
     return model.start(states.to(model.adapter_dtype), src_mask, beams)
 
 
-def _next_logprobs(model: Seq2Seq, last: Tensor, state: DecoderState, forced: Tensor) -> Tensor:
+def _next_logprobs(model: Seq2Seq, last: Tensor, state: DecoderState, forced: Tensor,
+                   banned: Tensor | None = None) -> Tensor:
     """last: (R, 1) newest tokens -> (R, V) float32 log-probs of the next token.
 
-    Rows where `forced` (R,) is True may only emit EOS.
+    Rows where `forced` (R,) is True may only emit EOS; `banned` (R, V) bool masks tokens
+    (SpanSlots), except EOS on forced rows.
     """
     logits = model.decoder(last, state, incremental=True)[:, -1]  # (R, V)
     logprobs = F.log_softmax(logits.float(), dim=-1)
     logprobs[:, PAD] = -math.inf
     logprobs[:, BOS] = -math.inf
     eos = logprobs[:, EOS].clone()
+    if banned is not None:
+        logprobs[banned] = -math.inf
+        eos = torch.where(forced, eos, logprobs[:, EOS])
     logprobs[forced] = -math.inf
     logprobs[:, EOS] = eos
     return logprobs
@@ -62,7 +92,7 @@ def _next_logprobs(model: Seq2Seq, last: Tensor, state: DecoderState, forced: Te
 
 @torch.inference_mode()
 def greedy_search(model: Seq2Seq, states: Tensor, src_mask: Tensor, max_lens: Tensor,
-                  length_penalty: float = 1.0) -> list[Hypothesis]:
+                  length_penalty: float = 1.0, spans: SpanSlots | None = None) -> list[Hypothesis]:
     """states: (B, S, E) encoder output; src_mask: (B, S) bool; max_lens: (B,) long."""
     batch, device = states.size(0), states.device
     state = _start(model, states, src_mask)
@@ -71,7 +101,9 @@ def greedy_search(model: Seq2Seq, states: Tensor, src_mask: Tensor, max_lens: Te
     logprob = torch.zeros(batch, device=device)
     out = torch.full((batch, int(max_lens.max()) + 1), EOS, dtype=torch.long, device=device)
     for step in range(out.size(1)):
-        lprobs = _next_logprobs(model, last, state, step >= max_lens[rows])  # (A, V)
+        banned = None if spans is None else spans.banned(out[rows, :step], rows,
+                                                         model.decoder.embed.num_embeddings)
+        lprobs = _next_logprobs(model, last, state, step >= max_lens[rows], banned)  # (A, V)
         best, token = (logprob[rows].unsqueeze(1) + lprobs).topk(1, dim=-1)  # (A, 1) each
         logprob[rows] = best[:, 0]
         out[rows, step] = token[:, 0]
@@ -92,7 +124,7 @@ def greedy_search(model: Seq2Seq, states: Tensor, src_mask: Tensor, max_lens: Te
 @torch.inference_mode()
 def beam_search(model: Seq2Seq, states: Tensor, src_mask: Tensor, max_lens: Tensor,
                 beam_size: int, length_penalty: float = 1.0,
-                nbest: int = 1) -> list[list[Hypothesis]]:
+                nbest: int = 1, spans: SpanSlots | None = None) -> list[list[Hypothesis]]:
     """Up to `nbest` hypotheses per sentence, best first. Arguments as in `greedy_search`."""
     batch, k, device = states.size(0), beam_size, states.device
     # Cross-attention K/V computed once per sentence and shared by its K beam rows (B*K,).
@@ -106,7 +138,10 @@ def beam_search(model: Seq2Seq, states: Tensor, src_mask: Tensor, max_lens: Tens
     for step in range(int(max_lens.max()) + 1):
         active = sents.numel()
         forced = (step >= max_lens[sents]).repeat_interleave(k)  # (A*K,)
-        lprobs = _next_logprobs(model, last, state, forced)  # (A*K, V)
+        banned = None if spans is None else spans.banned(
+            prefixes.reshape(active * k, step), sents.repeat_interleave(k),
+            model.decoder.embed.num_embeddings)
+        lprobs = _next_logprobs(model, last, state, forced, banned)  # (A*K, V)
         vocab = lprobs.size(-1)
         cand = (scores.view(-1, 1) + lprobs).view(active, k * vocab)  # (A, K*V)
         top, flat = cand.topk(2 * k, dim=-1)  # (A, 2K), best first

@@ -16,14 +16,14 @@ from typing import Any
 import torch
 
 from nmt_bert.config import DecodeConfig, apply_override, validate
-from nmt_bert.data.protected_spans import Protector
+from nmt_bert.data.protected_spans import Protector, placeholder_symbols
 from nmt_bert.devices import autocast_context, resolve_device
 from nmt_bert.model.encoders import encoder_max_tokens
 from nmt_bert.model.seq2seq import Seq2Seq
 from nmt_bert.decode.line_translator import (  # noqa: F401 - the names callers import from here
     Candidate, LineTranslator, TranslateStats, Translation, check_decode_overrides,
     empty_translation, stderr_note)
-from nmt_bert.decode.search import Hypothesis, beam_search, greedy_search
+from nmt_bert.decode.search import Hypothesis, SpanSlots, beam_search, greedy_search
 from nmt_bert.model.vocab import SourceVocab, TargetVocab
 
 
@@ -89,8 +89,10 @@ class Translator(LineTranslator):
         finally:
             self.model.train(was_training)
 
-    def translate_batch(self, sources: list[list[int]]) -> list[Translation]:
-        """Encoder-tokenizer id lists (non-empty, with special tokens) -> translations."""
+    def translate_batch(self, sources: list[list[int]],
+                        span_counts: list[int] | None = None) -> list[Translation]:
+        """Encoder-tokenizer id lists (non-empty, with special tokens) -> translations;
+        with `span_counts` and decode.constrain_spans, each placeholder exactly once."""
         width = max(len(ids) for ids in sources)
         ids = torch.zeros(len(sources), width, dtype=torch.long)  # pad value is masked anyway
         for row, seq in enumerate(sources):
@@ -101,13 +103,23 @@ class Translator(LineTranslator):
         with torch.inference_mode(), autocast_context(self.device, self.precision):
             states = self.model.encode_states(ids, mask)  # (B, S, E)
             max_lens = self.max_target_lengths(mask.sum(dim=1))
+            spans = self.span_slots(span_counts)
             if cfg.beam_size == 1:
                 nbest = [[h] for h in greedy_search(self.model, states, mask, max_lens,
-                                                    cfg.length_penalty)]
+                                                    cfg.length_penalty, spans)]
             else:
                 nbest = beam_search(self.model, states, mask, max_lens, cfg.beam_size,
-                                    cfg.length_penalty, cfg.nbest)
+                                    cfg.length_penalty, cfg.nbest, spans)
         return [Translation([self.hypothesis_candidate(h) for h in hyps]) for hyps in nbest]
+
+    def span_slots(self, span_counts: list[int] | None) -> SpanSlots | None:
+        """The placeholder constraint of a batch: None without masking or when switched off."""
+        if span_counts is None or not self.config.constrain_spans:
+            return None
+        ids = torch.tensor([self.target_vocab.piece_id(p) for p in placeholder_symbols()],
+                           device=self.device)  # (P,)
+        counts = torch.tensor(span_counts, device=self.device)
+        return SpanSlots(ids, torch.arange(ids.numel(), device=self.device) < counts[:, None])
 
     def max_target_lengths(self, source_lengths: torch.Tensor) -> torch.Tensor:
         """(B,) source lengths -> (B,) longest targets, by `max_target_length`'s rule."""

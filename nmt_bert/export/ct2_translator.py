@@ -116,8 +116,11 @@ class Ct2Translator(LineTranslator):
         translator.protect_spans(Protector.from_config(config.data))  # as the checkpoint did
         return translator
 
-    def translate_batch(self, sources: list[list[int]]) -> list[Translation]:
-        """Encoder-tokenizer id lists (non-empty, with special tokens) -> translations."""
+    def translate_batch(self, sources: list[list[int]],
+                        span_counts: list[int] | None = None) -> list[Translation]:
+        """Encoder-tokenizer id lists (non-empty, with special tokens) -> translations.
+        CTranslate2 takes no per-sentence constraint: `span_counts` is not used (spans are
+        restored and counted all the same)."""
         cfg = self.config
         tokens = [[self.source_tokens[r] for r in self.rows[np.asarray(ids)]] for ids in sources]
         limits = [self.max_target_length(len(s)) for s in sources]

@@ -114,6 +114,9 @@ class TargetVocab:
         """Whether `piece` is one piece of the vocabulary (a protected-span placeholder)."""
         return self.sp.piece_to_id(piece) != self.sp.unk_id()
 
+    def piece_id(self, piece: str) -> int:
+        return self.sp.piece_to_id(piece)
+
     def piece_names(self) -> list[str]:
         """One distinct string per row (what an export names its target vocabulary with)."""
         return [self.sp.IdToPiece(i) for i in range(len(self))]
