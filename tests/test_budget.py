@@ -95,7 +95,7 @@ def test_a_short_budget_still_reaches_the_peak_rate(tmp_path, tiny_prepared_dir,
     from nmt_bert.train.training import train
 
     run = tmp_path / "run"
-    config = tiny_config(tiny_encoder_dir, "train.max_minutes=0.15", "train.schedule=linear",
+    config = tiny_config(tiny_encoder_dir, "train.max_minutes=0.4", "train.schedule=linear",
                          "train.stage1_steps=100000", "train.warmup_steps=50000",
                          "train.eval_every=100000", "train.log_every=1", "train.lr=0.001")
     train(tiny_prepared_dir, run, config, device="cpu")
