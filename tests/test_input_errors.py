@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 import nmt_bert.config as config_module
 import nmt_bert.metrics as metrics
-import nmt_bert.decode.translate_file as translate_file_module
 from conftest import tiny_sets
 from nmt_bert.cli import app
 from nmt_bert.config import Config, load_config
@@ -234,7 +233,9 @@ def no_model_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the output was checked")
 
-    monkeypatch.setattr(translate_file_module.Translator, "from_checkpoint", refuse)
+    from nmt_bert.decode.translator import Translator
+
+    monkeypatch.setattr(Translator, "from_checkpoint", refuse)
 
 
 @pytest.mark.parametrize("below", ["out.en", "a/b/out.en"])

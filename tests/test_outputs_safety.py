@@ -383,12 +383,12 @@ def test_a_failed_write_names_the_file_and_leaves_no_partial_output(tmp_path, ch
 
 def test_a_checkpoint_that_cannot_be_written_says_how_to_go_on(tmp_path, tiny_prepared_dir,
                                                               tiny_encoder_dir, monkeypatch):
-    import nmt_bert.model.checkpoint as checkpoint
+    import safetensors.torch  # read by save_checkpoint when it writes the weights
 
     def disk_full(state, filename, *args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
 
-    monkeypatch.setattr(checkpoint, "save_file", disk_full)
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
     run = tmp_path / "run"
     result = runner.invoke(app, ["train", "--data", str(tiny_prepared_dir), "--out", str(run),
                                  "--device", "cpu", *sets(tiny_encoder_dir)])

@@ -137,8 +137,9 @@ class LineTranslator:
         with self.running():
             for first in range(0, len(sources), self.config.batch_size):
                 batch = sources[first: first + self.config.batch_size]
-                counts = [len(spans[i]) for i, _ in batch] if self.masking else None
-                translations = self.translate_batch([ids for _, ids in batch], counts)
+                ids = [ids for _, ids in batch]
+                translations = (self.translate_batch(ids, [len(spans[i]) for i, _ in batch])
+                                if self.masking else self.translate_batch(ids))
                 for (index, _), translation in zip(batch, translations):
                     results[index] = translation
                 if progress is not None:
