@@ -17,7 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from nmt_bert.model.decoder import DecoderLayer, DecoderState, LayerState
+from nmt_bert.model.decoder import (DecoderLayer, DecoderState, LayerState, start_state,
+                                    step_positions)
 
 
 class PostNormDecoderLayer(DecoderLayer):
@@ -66,21 +67,15 @@ class BertDecoder(nn.Module):
 
     def start(self, memory: Tensor, source_mask: Tensor, beams: int = 1) -> DecoderState:
         """memory: (M, S, D); source_mask: (M, S) bool; `beams` decoder rows per memory row."""
-        states = [LayerState(*layer.memory_kv(memory)) for layer in self.layers]
-        return DecoderState(states, source_mask[:, None, None, :], beams)
+        return start_state(self.layers, memory, source_mask, beams)
 
     def forward(self, tokens: Tensor, state: DecoderState, incremental: bool = False) -> Tensor:
         """tokens: (B, T) whole prefixes, or (B, 1) the newest token when incremental.
 
         Returns logits (B, T, V). Incremental calls extend `state`'s self-attention caches.
         """
+        pos = step_positions(tokens, state, incremental, self.max_positions)
         t = tokens.size(1)
-        if incremental and t != 1:
-            raise ValueError("incremental decoding takes one token per step")
-        first = state.step if incremental else 0
-        if first + t > self.max_positions:
-            raise ValueError(f"target length {first + t} exceeds {self.max_positions} positions")
-        pos = torch.arange(first, first + t, device=tokens.device)
         x = self.drop(self.embed_norm(self.embed(tokens) + self.positions(pos)))  # (B, T, D)
         for layer, layer_state in zip(self.layers, state.layers):
             x = layer(x, layer_state, state.memory_mask, incremental, state.beams)

@@ -149,24 +149,37 @@ class Decoder(nn.Module):
 
         Cross-attention K/V are computed once here.
         """
-        states = [LayerState(*layer.memory_kv(memory)) for layer in self.layers]
-        return DecoderState(states, source_mask[:, None, None, :], beams)
+        return start_state(self.layers, memory, source_mask, beams)
 
     def forward(self, tokens: Tensor, state: DecoderState, incremental: bool = False) -> Tensor:
         """tokens: (B, T) whole prefixes, or (B, 1) the newest token when incremental.
 
         Returns logits (B, T, V). Incremental calls extend `state`'s self-attention caches.
         """
+        pos = step_positions(tokens, state, incremental, self.max_positions)
         t = tokens.size(1)
-        if incremental and t != 1:
-            raise ValueError("incremental decoding takes one token per step")
-        first = state.step if incremental else 0
-        if first + t > self.max_positions:
-            raise ValueError(f"target length {first + t} exceeds {self.max_positions} positions")
-        pos = torch.arange(first, first + t, device=tokens.device)
         x = self.drop(self.embed(tokens) * self.scale + self.positions(pos))  # (B, T, D)
         for layer, layer_state in zip(self.layers, state.layers):
             x = layer(x, layer_state, state.memory_mask, incremental, state.beams)
         if incremental:
             state.step += t
         return self.norm(x) @ self.embed.weight.t()  # (B, T, V)
+
+
+def start_state(layers: nn.ModuleList, memory: Tensor, source_mask: Tensor,
+                beams: int = 1) -> DecoderState:
+    """Each layer's cross-attention K/V of `memory` (M, S, D), computed once per sentence."""
+    states = [LayerState(*layer.memory_kv(memory)) for layer in layers]
+    return DecoderState(states, source_mask[:, None, None, :], beams)
+
+
+def step_positions(tokens: Tensor, state: DecoderState, incremental: bool,
+                   max_positions: int) -> Tensor:
+    """(T,) positions of `tokens` (B, T): from 0, or one token at `state.step` when incremental."""
+    t = tokens.size(1)
+    if incremental and t != 1:
+        raise ValueError("incremental decoding takes one token per step")
+    first = state.step if incremental else 0
+    if first + t > max_positions:
+        raise ValueError(f"target length {first + t} exceeds {max_positions} positions")
+    return torch.arange(first, first + t, device=tokens.device)
