@@ -6,7 +6,9 @@ path, timed end to end (tokenize, encode, search, detokenize) after one warm-up 
 CTranslate2 fp32 / int8: the same model exported (`nmt-bert export --quantization float32 /
 int8`, written under --hyp-dir before timing) and read through `Ct2Translator`, the path
 `translate --model EXPORT_DIR` takes: same sentences, batches, decode options and timing,
-with --threads as CTranslate2's intra_threads (0: its default). Only models with an
+with --threads shared out among --ct2-workers batches searched side by side (CTranslate2's
+inter_threads; 0: the translator's own choice, `cpu_workers`; several values give one row
+each). Only models with an
 exportable adapter (model.adapter affine or none) get these systems; --smoke trains a tiny
 affine twin of the smoke run for them and uses it for every system.
 
@@ -26,6 +28,7 @@ nmt-bert's own beam and greedy outputs.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -68,12 +71,13 @@ def ours(model: str, data: str, beam: int, limit: int, device: str, hyp_path: st
 
 
 def ct2(model: str, export: str, data: str, beam: int, limit: int, device: str, threads: int,
-        hyp_path: str) -> dict:
+        workers: int, hyp_path: str) -> dict:
     """`model`'s CTranslate2 export (`export`) through Ct2Translator; writes hypotheses."""
     from nmt_bert.decode.line_translator import TranslateStats
     from nmt_bert.export.ct2_translator import Ct2Translator
 
     translator = Ct2Translator.from_export(Path(export), device=device, threads=threads,
+                                           workers=workers,
                                            overrides=[f"decode.beam_size={beam}", "decode.nbest=1"])
     lines = _sources(data, limit)
     translator.translate(lines[: translator.config.batch_size])  # warm-up
@@ -84,7 +88,8 @@ def ct2(model: str, export: str, data: str, beam: int, limit: int, device: str, 
     lengths = [len(t.candidates[0].tokens) for t in results]
     Path(hyp_path).write_text("".join(t.text + "\n" for t in results), encoding="utf-8")
     return {**_rate(len(lines), sum(lengths), seconds), "beam": beam,
-            "src_tokens": translator.stats.source_tokens, "ct2_threads": threads}
+            "src_tokens": translator.stats.source_tokens, "ct2_threads": threads,
+            "ct2_workers": translator.model.num_translators}
 
 
 def export_systems(model: Path, hyp_dir: Path) -> dict[str, Path]:
@@ -167,6 +172,8 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=0, help="first N test sentences (0 = all)")
     p.add_argument("--no-peer", action="store_true", help="skip the Hugging Face peer")
     p.add_argument("--no-ct2", action="store_true", help="skip the CTranslate2 exports")
+    p.add_argument("--ct2-workers", type=int, nargs="+", default=[0],
+                   help="CTranslate2 batches searched side by side (0: the translator's choice)")
     p.add_argument("--hyp-dir", type=Path, help="where hypotheses go (default: beside --out)")
     p.add_argument("--seed", type=int, default=1, help="peer decoder initialisation")
     args = p.parse_args()
@@ -187,13 +194,15 @@ def main() -> None:
         print(f"nmt-bert beam {beam} ...", flush=True)
         r = measure("decode_speed:ours", {**base, "beam": beam, "hyp_path": str(hyp)}, args.threads)
         rows.append({"system": "nmt-bert", **r, "hyp": str(hyp)})
-        for name, export in exports.items():
-            ct2_hyp = hyp_dir / f"{Path(export).name}.beam{beam}.hyp"
-            print(f"{name} beam {beam} ...", flush=True)
+        for (name, export), workers in itertools.product(exports.items(), args.ct2_workers):
+            label = name if len(args.ct2_workers) == 1 else f"{name} workers={workers or 'auto'}"
+            ct2_hyp = hyp_dir / f"{Path(export).name}.w{workers}.beam{beam}.hyp"
+            print(f"{label} beam {beam} ...", flush=True)
             r = measure("decode_speed:ct2", {**base, "export": str(export), "beam": beam,
-                                             "threads": args.threads, "hyp_path": str(ct2_hyp)},
+                                             "threads": args.threads, "workers": workers,
+                                             "hyp_path": str(ct2_hyp)},
                         args.threads)
-            rows.append({"system": name, **r, "hyp": str(ct2_hyp)})
+            rows.append({"system": label, **r, "hyp": str(ct2_hyp)})
         if not args.no_peer:
             print(f"HF generate beam {beam} ...", flush=True)
             r = measure("decode_speed:peer", {**base, "beam": beam, "seed": args.seed,

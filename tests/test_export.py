@@ -24,7 +24,7 @@ from nmt_bert.cli import app
 from nmt_bert.decode.load import open_translator
 from nmt_bert.decode.translator import Translator
 from nmt_bert.errors import UserError
-from nmt_bert.export.ct2_translator import Ct2Translator
+from nmt_bert.export.ct2_translator import Ct2Translator, thread_split
 from nmt_bert.export.export_dir import ExportDir, is_export
 from nmt_bert.export.exporter import export_model
 from nmt_bert.model.checkpoint import load_checkpoint, save_checkpoint, Assets
@@ -224,6 +224,29 @@ def test_beam_search_keeps_per_sentence_limits(exported):
         assert all(len(c.tokens) <= limit for c in translation.candidates)
         scores = [c.score for c in translation.candidates]
         assert scores == sorted(scores, reverse=True)
+
+
+def test_workers_search_batches_side_by_side_to_the_same_output(one_export):
+    """Batches handed to CTranslate2 at once and searched by two workers give what one
+    worker gives, in input order, with progress after every batch."""
+    _, export = one_export
+    sets = ["decode.beam_size=3", "decode.nbest=2", "decode.batch_size=3"]
+    one = Ct2Translator.from_export(export, threads=2, workers=1, overrides=sets, note=_no_note)
+    two = Ct2Translator.from_export(export, threads=2, workers=2, overrides=sets, note=_no_note)
+    assert (one.model.num_translators, two.model.num_translators) == (1, 2)
+    done: list[int] = []
+    a, b = one.translate(LINES), two.translate(LINES, done.append)
+    assert [[c.tokens for c in t.candidates] for t in a] == [[c.tokens for c in t.candidates]
+                                                             for t in b]
+    assert [t.score for t in a] == pytest.approx([t.score for t in b], abs=1e-5)
+    assert done == [3, 3, 3, 3, 2]  # 14 lines in batches of 3
+
+
+@pytest.mark.parametrize("kind,threads,workers,split", [
+    ("cpu", 4, 0, (4, 1)), ("cpu", 4, 2, (2, 2)), ("cpu", 1, 3, (1, 1)), ("cpu", 3, 2, (2, 1)),
+    ("cuda", 8, 0, (1, 0)), ("cuda", 0, 2, (2, 0))])
+def test_thread_split(kind, threads, workers, split):
+    assert thread_split(kind, threads, workers) == split
 
 
 def test_roberta_type_encoder_positions(tiny_encoder_dir, tmp_path):

@@ -9,11 +9,11 @@ batch `encode` and `get_piece_size`.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from nmt_bert.config import DataConfig
+from nmt_bert.cpu import usable_cores
 from nmt_bert.errors import UserError
 from nmt_bert.model.special_tokens import BOS, EOS, PAD, UNK
 from nmt_bert.textio import write_lines
@@ -46,7 +46,7 @@ def train_sentencepiece(train_path: Path, model_path: Path, data: DataConfig, se
         vocab_size=data.tgt_vocab_size, model_type=data.sp_model_type,
         character_coverage=data.sp_character_coverage, input_sentence_size=sample,
         shuffle_input_sentence=True, pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
-        num_threads=_cores(), minloglevel=2,
+        num_threads=usable_cores(), minloglevel=2,
     )
     if symbols:
         options["user_defined_symbols"] = list(symbols)
@@ -102,10 +102,6 @@ class EncoderPieces:
         return {"model": self.vocab.FILE, "type": "encoder", "size": len(self.vocab),
                 "requested_size": len(self.vocab), "pad_id": PAD, "unk_id": UNK,
                 "bos_id": BOS, "eos_id": EOS}
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def chunks(items, size: int) -> Iterator[list]:

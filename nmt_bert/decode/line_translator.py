@@ -112,6 +112,15 @@ class LineTranslator:
         that can keep each exactly once (decode.constrain_spans)."""
         raise NotImplementedError
 
+    def search_batches(self, batches: list[list[list[int]]],
+                       span_counts: list[list[int]] | None = None) -> Iterator[list[Translation]]:
+        """The translations of each batch, in order. One batch after the other here; a
+        translator that can run several batches at once (CTranslate2's workers) submits them
+        all first."""
+        for i, batch in enumerate(batches):
+            yield (self.translate_batch(batch, span_counts[i]) if span_counts is not None
+                   else self.translate_batch(batch))
+
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
         """Held around the batches of one `translate` call (e.g. a model in eval mode)."""
@@ -134,12 +143,13 @@ class LineTranslator:
             progress(empty)
         # Longest first: padding stays small and memory problems show up at once.
         sources.sort(key=lambda item: -len(item[1]))
+        size = self.config.batch_size
+        batches = [sources[first: first + size] for first in range(0, len(sources), size)]
         with self.running():
-            for first in range(0, len(sources), self.config.batch_size):
-                batch = sources[first: first + self.config.batch_size]
-                ids = [ids for _, ids in batch]
-                translations = (self.translate_batch(ids, [len(spans[i]) for i, _ in batch])
-                                if self.masking else self.translate_batch(ids))
+            searched = self.search_batches(
+                [[ids for _, ids in batch] for batch in batches],
+                [[len(spans[i]) for i, _ in batch] for batch in batches] if self.masking else None)
+            for batch, translations in zip(batches, searched):
                 for (index, _), translation in zip(batch, translations):
                     results[index] = translation
                 if progress is not None:

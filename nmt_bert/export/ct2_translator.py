@@ -32,7 +32,7 @@ checkpoint. Our decode options map onto `ctranslate2.Translator.translate_batch`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from nmt_bert.config import DecodeConfig, apply_override, config_from_dict, read_yaml, validate
+from nmt_bert.cpu import usable_cores
 from nmt_bert.data.protected_spans import Protector
 from nmt_bert.decode.length_penalty import normalised
 from nmt_bert.decode.line_translator import (LineTranslator, Translation,
@@ -78,12 +79,13 @@ class Ct2Translator(LineTranslator):
     @classmethod
     def from_export(cls, path: Path, device: str = "cpu", overrides: list[str] | None = None,
                     note: Callable[[str], None] | None = None,
-                    threads: int = 0) -> "Ct2Translator":
+                    threads: int = 0, workers: int = 0) -> "Ct2Translator":
         """Open an export directory; `overrides` may only touch `decode.*` keys.
 
         `decode.full_vocab` off makes a whole-table export read as the pruned vocabulary of
-        training; on fails for an export that stores the pruned table only. `threads` is
-        CTranslate2's intra_threads (0: its default).
+        training; on fails for an export that stores the pruned table only. On CPU,
+        `threads` (0: the cores this process may use) are shared out among `workers`
+        batches searched side by side (CTranslate2's inter_threads; 0: `cpu_workers`).
         """
         from nmt_bert.export.runtime import import_ctranslate2
         from nmt_bert.model.encoders import load_local_tokenizer
@@ -103,8 +105,10 @@ class Ct2Translator(LineTranslator):
             (note or stderr_note)(message)
         kind, index = ct2_device(ct2, device)
         try:
+            inter, intra = thread_split(kind, threads, workers)
             model = ct2.Translator(str(export.ct2), device=kind, device_index=index,
-                                   compute_type="default", intra_threads=threads)
+                                   compute_type="default", inter_threads=inter,
+                                   intra_threads=intra)
         except (RuntimeError, ValueError) as err:
             raise UserError(f"{export.ct2}: CTranslate2 cannot load this model "
                             f"({str(err).strip().splitlines()[0]})") from None
@@ -121,40 +125,61 @@ class Ct2Translator(LineTranslator):
         """Encoder-tokenizer id lists (non-empty, with special tokens) -> translations.
         CTranslate2 takes no per-sentence constraint: `span_counts` is not used (spans are
         restored and counted all the same)."""
-        cfg = self.config
-        tokens = [[self.source_tokens[r] for r in self.rows[np.asarray(ids)]] for ids in sources]
-        limits = [self.max_target_length(len(s)) for s in sources]
-        results = self._search(tokens, max(limits))
+        return next(self.search_batches([sources]))
+
+    def search_batches(self, batches: list[list[list[int]]],
+                       span_counts: list[list[int]] | None = None) -> Iterator[list[Translation]]:
+        """Every batch is handed to CTranslate2 at once (asynchronously), so its workers
+        (`inter_threads`) search several side by side; each is then finished against its
+        own length limits and yielded in order."""
+        submitted = []
+        for sources in batches:
+            tokens = [[self.source_tokens[r] for r in self.rows[np.asarray(ids)]]
+                      for ids in sources]
+            limits = [self.max_target_length(len(s)) for s in sources]
+            submitted.append((tokens, limits, self._submit(tokens, max(limits))))
+        for tokens, limits, pending in submitted:
+            yield self._finish(tokens, limits, self._collect(pending))
+
+    def _finish(self, tokens: list[list[str]], limits: list[int],
+                results: list[list[_Hyp]]) -> list[Translation]:
+        """Sentences whose search reached their own limit are cut or searched again with it
+        (see the module docstring)."""
         redo: dict[int, list[int]] = {}  # limit -> sentences to search again with it
         for i, limit in enumerate(limits):
             if not any(not h.ended or len(h.tokens) >= limit for h in results[i]):
                 continue  # its search stopped before its own limit: exactly ours
-            if cfg.beam_size == 1 or limit == max(limits):
+            if self.config.beam_size == 1 or limit == max(limits):
                 results[i] = self._cut(tokens[i], results[i], limit)
             else:
                 redo.setdefault(limit, []).append(i)
         for limit, rows in redo.items():
-            again = self._search([tokens[i] for i in rows], limit)
+            again = self._collect(self._submit([tokens[i] for i in rows], limit))
             for i, hyps in zip(rows, again):
                 results[i] = self._cut(tokens[i], hyps, limit)
         return [self._translation(hyps) for hyps in results]
 
-    def _search(self, tokens: list[list[str]], limit: int) -> list[list[_Hyp]]:
+    def _submit(self, tokens: list[list[str]], limit: int) -> list[Any]:
+        """One asynchronous search of `tokens` (a batch): CTranslate2's pending results."""
         cfg = self.config
-        out = self.model.translate_batch(
+        return self.model.translate_batch(
             tokens, beam_size=cfg.beam_size, num_hypotheses=cfg.beam_size,
             length_penalty=cfg.length_penalty or NO_PENALTY, max_decoding_length=limit,
             min_decoding_length=0, max_input_length=0, return_scores=True,
-            return_end_token=True, suppress_sequences=self.banned)
+            return_end_token=True, suppress_sequences=self.banned, asynchronous=True)
+
+    def _collect(self, pending: list[Any]) -> list[list[_Hyp]]:
+        """Wait for a submitted search; its hypotheses with raw log-probabilities."""
         eos = self.target_tokens[EOS]
         results = []
-        for result in out:
+        for future in pending:
+            result = future.result()
             hyps = []
             for pieces, score in zip(result.hypotheses, result.scores):
                 ended = bool(pieces) and pieces[-1] == eos
                 ids = [self.target_ids[p] for p in (pieces[:-1] if ended else pieces)]
                 length = len(ids) + 1 if ended else len(ids)
-                hyps.append(_Hyp(ids, score * length ** cfg.length_penalty, ended))
+                hyps.append(_Hyp(ids, score * length ** self.config.length_penalty, ended))
             results.append(hyps)
         return results
 
@@ -178,6 +203,23 @@ class Ct2Translator(LineTranslator):
                         key=lambda item: -item[0])
         return Translation([self.candidate(h.tokens, score, h.logprob)
                             for score, h in ranked[: self.config.nbest]])
+
+
+def cpu_workers(threads: int) -> int:
+    """How many batches CTranslate2 searches side by side on `threads` CPU threads: one
+    per thread, each single-threaded. At beam 5 on 2 cores this beats one batch on two
+    threads (bench/decode_speed.py --ct2-workers): the matrices of a small decoder step
+    are too small to share out, two searches are not."""
+    return max(1, threads)
+
+
+def thread_split(kind: str, threads: int, workers: int) -> tuple[int, int]:
+    """(inter_threads, intra_threads) for a CTranslate2 Translator on `kind`."""
+    if kind != "cpu":
+        return max(1, workers), 0  # GPU: one worker per stream, threads do not apply
+    threads = threads or usable_cores()
+    workers = min(workers or cpu_workers(threads), threads)
+    return workers, max(1, threads // workers)
 
 
 def _source_rows(table: dict, training: SourceVocab, mode: str, export: ExportDir):
