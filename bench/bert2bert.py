@@ -155,6 +155,8 @@ def main() -> None:
 
 
 def report(results: dict) -> None:
+    from quality import print_signatures
+
     rows = []
     for name, r in results.items():
         for refs, scores in r["scores"].items():
@@ -165,10 +167,7 @@ def report(results: dict) -> None:
     common.print_table(rows, [("system", "system", ""), ("refs", "references", ""),
                               ("BLEU", "BLEU", ".2f"), ("chrF2", "chrF2", ".2f"),
                               ("tok_s", "train tok/s", ".0f"), ("rss", "peak RSS MB", ".0f")])
-    first = next(iter(results.values()), None)
-    if first:
-        for refs, scores in first["scores"].items():
-            print(f"signatures ({refs}): " + " ; ".join(s["signature"] for s in scores.values()))
+    print_signatures(results)
 
 
 if __name__ == "__main__":

@@ -116,6 +116,11 @@ def report(results: dict) -> None:
     print()
     common.print_table(rows, [("system", "system", ""), ("refs", "references", ""),
                               ("BLEU", "BLEU", ".2f"), ("chrF2", "chrF2", ".2f"), ("TER", "TER", ".2f")])
+    print_signatures(results)
+
+
+def print_signatures(results: dict) -> None:
+    """The sacreBLEU signatures per reference set (the same for every system: the first's)."""
     first = next(iter(results.values()), None)
     if first:
         for refs, scores in first["scores"].items():

@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 from helpers_model import tiny_model_config, tiny_source_lines, tiny_target_lines
-from test_training import losses, weights
+from test_training import assert_resume_matches_uninterrupted, weights
 from typer.testing import CliRunner
 
 from conftest import tiny_config, tiny_sets, write_tiny_corpus
@@ -218,27 +218,9 @@ def test_resumed_run_matches_uninterrupted(tmp_path, b2b_prepared_dir, tiny_enco
                                            monkeypatch):
     overrides = (*B2B, "train.stage1_steps=6", "train.stage2_steps=4", "train.eval_every=3",
                  "model.dropout=0.1")
-    straight = train(b2b_prepared_dir, tmp_path / "straight",
-                     tiny_config(tiny_encoder_dir, *overrides), device="cpu")
-    original = Trainer.evaluate
-
-    def stop_after_first_eval(self):
-        original(self)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "evaluate", stop_after_first_eval)
-    with pytest.raises(KeyboardInterrupt):
-        train(b2b_prepared_dir, tmp_path / "resumed", tiny_config(tiny_encoder_dir, *overrides),
-              device="cpu")
-    monkeypatch.setattr(Trainer, "evaluate", original)
-    train(None, tmp_path / "resumed", None, device="cpu", resume=True)
-    a, b = losses(straight), losses(tmp_path / "resumed")
-    assert sorted(a) == sorted(b) == list(range(1, 11))
-    for step in a:
-        assert a[step] == pytest.approx(b[step], abs=1e-6), step
-    wa = weights(straight / "checkpoints" / "last")
-    wb = weights(tmp_path / "resumed" / "checkpoints" / "last")
-    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+    assert_resume_matches_uninterrupted(tmp_path, b2b_prepared_dir,
+                                        lambda: tiny_config(tiny_encoder_dir, *overrides), 10,
+                                        monkeypatch)
 
 
 def test_prepare_train_translate_score_and_export(tmp_path, tiny_encoder_dir):

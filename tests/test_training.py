@@ -100,13 +100,11 @@ def test_random_encoder_init_replaces_the_pretrained_weights(tmp_path, tiny_prep
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])  # seeded: reproducible
 
 
-def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path, tiny_prepared_dir,
-                                                            tiny_encoder_dir, monkeypatch):
-    overrides = ("train.stage1_steps=12", "train.stage2_steps=6", "train.eval_every=6",
-                 "model.dropout=0.1")
-    straight = train(tiny_prepared_dir, tmp_path / "straight", tiny_config(tiny_encoder_dir, *overrides),
-                     device="cpu")
-
+def assert_resume_matches_uninterrupted(tmp_path: Path, data: Path, config, steps: int,
+                                        monkeypatch) -> None:
+    """A run stopped after its first evaluation and resumed logs the same losses at every
+    one of its `steps` and ends with the same weights as `config` run straight through."""
+    straight = train(data, tmp_path / "straight", config(), device="cpu")
     original = Trainer.evaluate
 
     def stop_after_first_eval(self):
@@ -115,17 +113,25 @@ def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path, tiny_prepa
 
     monkeypatch.setattr(Trainer, "evaluate", stop_after_first_eval)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_prepared_dir, tmp_path / "resumed", tiny_config(tiny_encoder_dir, *overrides),
-              device="cpu")
+        train(data, tmp_path / "resumed", config(), device="cpu")
     monkeypatch.setattr(Trainer, "evaluate", original)
     train(None, tmp_path / "resumed", None, device="cpu", resume=True)
 
     a, b = losses(straight), losses(tmp_path / "resumed")
-    assert sorted(a) == sorted(b) == list(range(1, 19))
+    assert sorted(a) == sorted(b) == list(range(1, steps + 1))
     for step in a:
         assert a[step] == pytest.approx(b[step], abs=1e-6), step
     wa, wb = weights(straight / "checkpoints" / "last"), weights(tmp_path / "resumed" / "checkpoints" / "last")
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path, tiny_prepared_dir,
+                                                            tiny_encoder_dir, monkeypatch):
+    overrides = ("train.stage1_steps=12", "train.stage2_steps=6", "train.eval_every=6",
+                 "model.dropout=0.1")
+    assert_resume_matches_uninterrupted(tmp_path, tiny_prepared_dir,
+                                        lambda: tiny_config(tiny_encoder_dir, *overrides), 18,
+                                        monkeypatch)
 
 
 def test_tiny_model_learns_word_for_word_translation(tmp_path, tiny_prepared_dir, tiny_encoder_dir):
