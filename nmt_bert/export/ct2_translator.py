@@ -28,6 +28,11 @@ checkpoint. Our decode options map onto `ctranslate2.Translator.translate_batch`
   forces EOS one step after L - 1 for the K best live beams, CTranslate2 ends at step L - 1
   with its top K candidates of that step (EOS appended to them here), so where the limit
   binds a beam hypothesis can differ. For a trained model the limit rarely binds.
+
+Batches are ours (length-sorted, decode.batch_size), and all the batches of a chunk are
+handed to CTranslate2 at once (asynchronously): on CPU its workers (inter_threads) search
+several side by side, each on its share of the threads (`thread_split`). The output is the
+same for any split; results are taken, finished and reported batch by batch, in order.
 """
 
 from __future__ import annotations
