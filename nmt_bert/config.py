@@ -157,7 +157,9 @@ class DecodeConfig:
     # after writing everything (off: the span problem is only counted in the summary).
     strict_spans: bool = False
     # With masked placeholders, our search emits each of a line's placeholders exactly once
-    # and no other (EOS waits for them); off leaves the model free (and its misses counted).
+    # and no other (EOS waits for them, and a hypothesis with no more room before its length
+    # limit than it has placeholders missing may only emit those); off leaves the model free
+    # (and its misses counted).
     # CTranslate2 exports cannot take a per-line constraint: there spans are only restored.
     constrain_spans: bool = True
 

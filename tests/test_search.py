@@ -234,3 +234,39 @@ def test_span_slots_ban_used_foreign_placeholders_and_an_early_end():
     banned = slots.banned(prefixes, torch.tensor([0, 1]), vocab=12)
     assert banned[0].nonzero().flatten().tolist() == [EOS, 7, 9]  # 8 still missing: no EOS
     assert banned[1].nonzero().flatten().tolist() == [7, 8, 9]  # none of its own: EOS free
+
+
+def test_span_slots_leave_a_row_near_its_limit_only_its_missing_placeholders():
+    from nmt_bert.decode.search import SpanSlots
+
+    slots = SpanSlots(torch.tensor([7, 8, 9]), torch.tensor([[True, True, True]]))
+    prefixes = torch.tensor([[5, 7], [5, 7], [5, 6]])  # rows 0-1 used placeholder 0, row 2 none
+    banned = slots.banned(prefixes, torch.tensor([0, 0, 0]), vocab=12,
+                          room=torch.tensor([2, 3, 2]))
+    assert (~banned[0]).nonzero().flatten().tolist() == [8, 9]  # room 2 for 2 missing: only them
+    assert (~banned[1]).nonzero().flatten().tolist() == [t for t in range(12) if t not in (EOS, 7)]
+    assert (~banned[2]).nonzero().flatten().tolist() == [7, 8, 9]  # 3 missing, room 2: as many as fit
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_constrained_search_keeps_every_placeholder_at_a_binding_limit(model, sources, beam):
+    """A random model never learned to emit placeholders: the constraint alone must place all
+    of each sentence's, even where the length limit leaves room for little else."""
+    from nmt_bert.decode.search import SpanSlots
+
+    ids, mask = sources
+    states = encode(model, ids, mask)
+    placeholders = torch.tensor([40, 41, 42])
+    required = torch.tensor([[p < 1 + b % 3 for p in range(3)] for b in range(len(ids))])
+    max_lens = torch.tensor([3 + b % 2 for b in range(len(ids))])  # 3-4 tokens for 1-3 spans
+    slots = SpanSlots(placeholders, required)
+    if beam == 1:
+        outputs = [[h] for h in greedy_search(model, states, mask, max_lens, spans=slots)]
+    else:
+        outputs = beam_search(model, states, mask, max_lens, beam, nbest=beam, spans=slots)
+    for b, hyps in enumerate(outputs):
+        assert hyps
+        want = sorted(placeholders[required[b]].tolist())
+        for h in hyps:
+            assert len(h.tokens) <= int(max_lens[b])
+            assert sorted(t for t in h.tokens if t in placeholders.tolist()) == want, (b, h.tokens)

@@ -47,15 +47,25 @@ class SpanSlots:
     ids: Tensor
     required: Tensor
 
-    def banned(self, prefixes: Tensor, rows: Tensor, vocab: int) -> Tensor:
+    def banned(self, prefixes: Tensor, rows: Tensor, vocab: int,
+               room: Tensor | None = None) -> Tensor:
         """prefixes: (R, t) tokens so far of rows whose sentences are `rows` (R,) ->
         (R, V) bool: placeholders used already or not the sentence's, and EOS while one of
-        its placeholders is missing."""
+        its placeholders is missing. `room` (R,): tokens each row may still emit before its
+        length limit forces EOS; a row with no more room than it has placeholders missing
+        may only emit those (a looping hypothesis still carries every span at its limit)."""
         required = self.required[rows]  # (R, P)
         used = (prefixes.unsqueeze(-1) == self.ids).any(dim=1)  # (R, P)
+        missing = required & ~used  # (R, P)
         banned = torch.zeros(rows.numel(), vocab, dtype=torch.bool, device=prefixes.device)
-        banned[:, self.ids] = used | ~required
-        banned[:, EOS] = (required & ~used).any(dim=1)
+        banned[:, self.ids] = ~missing
+        banned[:, EOS] = missing.any(dim=1)
+        if room is not None:
+            count = missing.sum(dim=1)  # (R,)
+            hurry = ((count > 0) & (count >= room)).nonzero().squeeze(1)  # (H,)
+            if hurry.numel():
+                banned[hurry] = True
+                banned[hurry.unsqueeze(1), self.ids] = ~missing[hurry]  # (H, P)
         return banned
 
 
@@ -101,8 +111,8 @@ def greedy_search(model: Seq2Seq, states: Tensor, src_mask: Tensor, max_lens: Te
     logprob = torch.zeros(batch, device=device)
     out = torch.full((batch, int(max_lens.max()) + 1), EOS, dtype=torch.long, device=device)
     for step in range(out.size(1)):
-        banned = None if spans is None else spans.banned(out[rows, :step], rows,
-                                                         model.decoder.embed.num_embeddings)
+        banned = None if spans is None else spans.banned(
+            out[rows, :step], rows, model.decoder.embed.num_embeddings, max_lens[rows] - step)
         lprobs = _next_logprobs(model, last, state, step >= max_lens[rows], banned)  # (A, V)
         best, token = (logprob[rows].unsqueeze(1) + lprobs).topk(1, dim=-1)  # (A, 1) each
         logprob[rows] = best[:, 0]
@@ -140,7 +150,7 @@ def beam_search(model: Seq2Seq, states: Tensor, src_mask: Tensor, max_lens: Tens
         forced = (step >= max_lens[sents]).repeat_interleave(k)  # (A*K,)
         banned = None if spans is None else spans.banned(
             prefixes.reshape(active * k, step), sents.repeat_interleave(k),
-            model.decoder.embed.num_embeddings)
+            model.decoder.embed.num_embeddings, (max_lens[sents] - step).repeat_interleave(k))
         lprobs = _next_logprobs(model, last, state, forced, banned)  # (A*K, V)
         vocab = lprobs.size(-1)
         cand = (scores.view(-1, 1) + lprobs).view(active, k * vocab)  # (A, K*V)
