@@ -15,8 +15,9 @@ Both searches share one convention so that beam size 1 reproduces greedy search 
 
 With `spans` (protected-span placeholders, data/protected_spans.py), each hypothesis may emit
 each placeholder its sentence has once, no other placeholder, and EOS only once it has
-emitted them all (or at its length limit): a placeholder cannot be dropped, repeated or
-invented. The bans are masks (-inf), not renormalised, as for PAD and BOS.
+emitted them all (or at its length limit); a hypothesis with no more room before that limit
+than it has placeholders missing may only emit those. So a placeholder cannot be dropped,
+repeated or invented. The bans are masks (-inf), not renormalised, as for PAD and BOS.
 
 Beam search stops a sentence once it holds K finished hypotheses (fairseq's early stopping;
 hypotheses finished at the same step are ranked by log-probability, which there orders them

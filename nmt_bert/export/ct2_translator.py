@@ -109,8 +109,8 @@ class Ct2Translator(LineTranslator):
         if message is not None:
             (note or stderr_note)(message)
         kind, index = ct2_device(ct2, device)
+        inter, intra = thread_split(kind, threads, workers)
         try:
-            inter, intra = thread_split(kind, threads, workers)
             model = ct2.Translator(str(export.ct2), device=kind, device_index=index,
                                    compute_type="default", inter_threads=inter,
                                    intra_threads=intra)

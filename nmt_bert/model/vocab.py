@@ -112,9 +112,10 @@ class TargetVocab:
 
     def has_piece(self, piece: str) -> bool:
         """Whether `piece` is one piece of the vocabulary (a protected-span placeholder)."""
-        return self.sp.piece_to_id(piece) != self.sp.unk_id()
+        return self.piece_id(piece) != self.sp.unk_id()
 
     def piece_id(self, piece: str) -> int:
+        """The id of `piece` (the unknown id for a piece not in the vocabulary)."""
         return self.sp.piece_to_id(piece)
 
     def piece_names(self) -> list[str]:
