@@ -214,3 +214,30 @@ def test_translate_summary_counts_and_strict(tmp_path, tiny_encoder_dir, tiny_pr
     assert result.exit_code == 1 and "--strict: 2 translated lines" in result.output
     lines = out.read_text(encoding="utf-8").splitlines()
     assert lines[0].endswith("%s") and lines[2].endswith("<b> </b>")
+
+
+def test_placeholders_do_not_shape_the_target_pieces(tmp_path, tiny_encoder_dir):
+    """The target SentencePiece model learns from the targets with the placeholders cut out:
+    the same pieces as from text that never had them, each placeholder still one piece."""
+    from nmt_bert.data.protected_spans import PLACEHOLDER, placeholder_symbols
+    from nmt_bert.data.target_pieces import train_sentencepiece
+
+    _, tgt = placeholder_corpus(tmp_path / "corpus", 600, seed=0)
+    protector, masked, cut = Protector(), [], []
+    for line in tgt.read_text(encoding="utf-8").splitlines():
+        text, spans = protector.mask(line)
+        assert spans
+        masked.append(f"x\t{text}\n")
+        for i in range(len(spans)):
+            text = text.replace(PLACEHOLDER.format(i), " ")
+        cut.append(f"x\t{text}\n")
+    data = tiny_config(tiny_encoder_dir, "data.tgt_vocab_size=80").data
+    pieces = []
+    for name, lines in (("masked", masked), ("cut", cut)):
+        (tmp_path / f"{name}.tsv").write_text("".join(lines), encoding="utf-8")
+        sp = train_sentencepiece(tmp_path / f"{name}.tsv", tmp_path / f"{name}.model", data, 1,
+                                 placeholder_symbols())
+        pieces.append([sp.id_to_piece(i) for i in range(sp.get_piece_size())])
+    assert pieces[0] == pieces[1]
+    ids = sp.encode("hijo ⟨0⟩ ⟨31⟩", out_type=str)
+    assert "⟨0⟩" in ids and "⟨31⟩" in ids

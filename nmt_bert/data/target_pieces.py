@@ -9,6 +9,7 @@ batch `encode` and `get_piece_size`.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,10 @@ def train_sentencepiece(train_path: Path, model_path: Path, data: DataConfig, se
     """Train the target SentencePiece model on the train targets; return the processor.
 
     `symbols` become single pieces (user_defined_symbols): the protected-span placeholders.
+    They are cut out of the text SentencePiece learns from (each becomes a space), so they
+    do not shape the other pieces: a symbol in the text splits its neighbour's word-start
+    marker off, and a model learned with them there segments every line, spans or not,
+    into more pieces (bench/README.md, protected spans).
 
     Writes `model_path` and, for reading, the pieces and scores beside it (.vocab). A corpus
     too small for data.tgt_vocab_size gets the largest vocabulary it supports (tiny corpora
@@ -36,10 +41,13 @@ def train_sentencepiece(train_path: Path, model_path: Path, data: DataConfig, se
     """
     import sentencepiece as spm
 
+    cut = re.compile("|".join(map(re.escape, symbols))) if symbols else None
+
     def targets() -> Iterator[str]:
         with open(train_path, encoding="utf-8", newline="\n") as lines:
             for line in lines:
-                yield line.rstrip("\n").split("\t", 1)[1]
+                target = line.rstrip("\n").split("\t", 1)[1]
+                yield cut.sub(" ", target) if cut else target
 
     sample = data.sp_max_sentences and max(data.sp_max_sentences, SP_MIN_SAMPLE)
     options = dict(
