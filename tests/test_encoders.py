@@ -140,3 +140,41 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("NMT_BERT_CACHE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert encoders.default_cache_dir() == tmp_path / ".cache" / "nmt-bert" / "encoders"
+
+
+def _file_mapped(path: Path) -> list[tuple[int, int]]:
+    """Address ranges of this process's memory maps of `path` (Linux /proc)."""
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if line.endswith(str(path)):
+            start, end = line.split()[0].split("-")
+            ranges.append((int(start, 16), int(end, 16)))
+    return ranges
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+def test_surgery_lets_go_of_the_loaded_file(tiny_encoder_dir):
+    """After truncation and pruning no kept tensor is a view of the weights file, so its
+    memory map (and every page loading touched) is released; the values are unchanged."""
+    import gc
+
+    import torch
+
+    from nmt_bert.model.encoder_surgery import own_memory, prune_embeddings, truncate_encoder
+
+    weights = (tiny_encoder_dir / "model.safetensors").resolve()
+    model, _ = load_encoder(str(tiny_encoder_dir))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    truncate_encoder(model, 1)
+    prune_embeddings(model, torch.arange(0, 40, 2))
+    gc.collect()
+    in_file = [n for n, p in model.named_parameters()
+               if any(a <= p.data_ptr() < b for a, b in _file_mapped(weights))]
+    own_memory(model)
+    gc.collect()
+    assert not _file_mapped(weights), in_file
+    for key, value in model.state_dict().items():
+        if key != "embeddings.word_embeddings.weight":
+            assert torch.equal(value, before[key]), key
+    assert torch.equal(model.get_input_embeddings().weight,
+                       before["embeddings.word_embeddings.weight"][0:40:2])

@@ -11,7 +11,8 @@ import torch
 from nmt_bert.model.checkpoint import Assets, load_checkpoint
 from nmt_bert.config import Config
 from nmt_bert.train.batches import TokenData
-from nmt_bert.model.encoder_surgery import drop_pooler, prune_embeddings, truncate_encoder
+from nmt_bert.model.encoder_surgery import (drop_pooler, own_memory, prune_embeddings,
+                                            truncate_encoder)
 from nmt_bert.model.seq2seq import Seq2Seq
 from nmt_bert.data.prepared_dir import load_prepared
 from nmt_bert.train.run_dir import RunDir
@@ -75,6 +76,8 @@ def build(run: RunDir, data_dir: Path, config: Config, resume_from: Path | None,
         model = Seq2Seq(encoder, config.model, len(target_vocab))
         if config.model.decoder_init == "encoder":
             warm_start_decoder(model, pretrained_words, pretrained_stack, target_vocab, log)
+        del pretrained_words, pretrained_stack
+        own_memory(model.encoder)  # the loaded file's map goes with the full table and layers
         source_vocab.save(run.source_vocab)
         info["encoder_fingerprint"] = fingerprint
         run.write_info(info)
