@@ -124,13 +124,14 @@ def nmt_bert_system(system: str, data: str, config: dict, warmup: int, steps: in
         trainer.begin_stage(stage)
         stream = common.batch_stream(setup.train_data, cfg.train.batch_tokens, cfg.train.seed,
                                      cfg.train.accumulate)
-        mismatches = 0
+        mismatches, last_loss = 0, None
 
         def step() -> tuple[int, int]:
-            nonlocal mismatches
+            nonlocal mismatches, last_loss
             src, tgt = _step_tokens(setup.train_data, next(stream))
             out = trainer.train_step()
             mismatches += out["tokens"] != src + tgt
+            last_loss = out.get("loss")
             return src, tgt
 
         result = timed_steps(step, warmup, steps, dev)
@@ -139,7 +140,7 @@ def nmt_bert_system(system: str, data: str, config: dict, warmup: int, steps: in
             {"encoder": model.encoder, "adapter": model.adapter, "decoder": model.decoder},
             {"encoder": bert_lookup, "adapter": lambda n: False,
              "decoder": lambda n: n.startswith("positions.")})
-    return {**result, "batch_mismatches": mismatches, "params": params,
+    return {**result, "batch_mismatches": mismatches, "last_loss": last_loss, "params": params,
             "encoder_runs": system != "a", "parameters": count_parameters(model),
             "encoder_rows": setup.source_vocab.size,
             "encoder_rows_original": setup.source_vocab.original_size,

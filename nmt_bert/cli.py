@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 
 from nmt_bert import __version__
+from nmt_bert.cpu import share_cores_politely
 from nmt_bert.errors import UserError, first_line
 
 try:  # recent typer releases carry their own copy of click
@@ -32,6 +33,7 @@ except ImportError:  # pragma: no cover
 # and summaries say what happens. Set before transformers or datasets are imported.
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+share_cores_politely()  # before torch is imported: see nmt_bert/cpu.py
 
 app = typer.Typer(
     name="nmt-bert",
@@ -258,8 +260,9 @@ def pipeline(
     set_: SetOpt = None,
     device: DeviceOpt = "auto",
     time_budget: Annotated[Optional[str], typer.Option(
-        "--time-budget", help="Wall-clock budget for the whole job (15m, 1h): training gets "
-        "what prepare leaves, less a reserve for translating and scoring.")] = None,
+        "--time-budget", help="Wall-clock budget for the whole job (15m, 1h; default: the "
+        "recipe's train.max_minutes): training gets what prepare leaves and keeps the time "
+        "translating the test set takes.")] = None,
 ) -> None:
     """The main job: prepare the bundled corpus, train, translate its test set, score it
     (the fast-cpu recipe unless --recipe names another)."""

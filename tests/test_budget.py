@@ -14,8 +14,9 @@ import pytest
 
 from conftest import tiny_config, tiny_sets
 from nmt_bert.errors import UserError
-from nmt_bert.train.budget import (eval_points, fit_steps, parse_minutes, replanned_factor,
-                                   scaled_warmup)
+from nmt_bert.train.budget import (EVAL_MARGIN, FIRST_EVAL_GUESS, eval_estimate, eval_points,
+                                   fit_steps, parse_minutes, replanned_factor, scaled_warmup,
+                                   step_estimate)
 
 BUDGET = ("train.max_minutes=0.4", "train.schedule=linear", "train.stage1_steps=40",
           "train.eval_every=10", "train.warmup_steps=5", "train.log_every=1")
@@ -39,6 +40,16 @@ def test_the_plan_fits_steps_evaluations_and_reserve():
     assert fit_steps(1.0, 0.5, 2, 10.0, 5.0) == 1  # overrun: finish with one more step
     assert eval_points(1800, 2) == [900, 1800]
     assert eval_points(7, 3) == [3, 5, 7]
+
+
+def test_the_plan_counts_slow_steps_and_the_slowest_evaluation():
+    """A machine another job shares has slow steps among fast ones: the time ahead is their
+    mean, not their median; evaluations grow as hypotheses lengthen: the slowest counts."""
+    steps = [0.5] * 7 + [3.0] * 3  # three steps in ten slowed by the other job
+    assert step_estimate(steps) == pytest.approx(1.25)
+    assert step_estimate([9.0] * 100 + [1.0] * 50) == pytest.approx(1.0)  # the recent ones
+    assert eval_estimate([], 0.5) == pytest.approx(FIRST_EVAL_GUESS * 0.5)
+    assert eval_estimate([78.0, 40.0], 0.5) == pytest.approx(EVAL_MARGIN * 78.0)
 
 
 def test_a_replanned_decay_is_continuous_and_ends_at_zero():
@@ -75,6 +86,31 @@ def test_a_budgeted_run_ends_inside_its_budget_with_the_schedule_completed(
              if json.loads(l)["kind"] == "eval"]
     assert 1 <= len(evals) <= 5 and evals[-1]["step"] == finished["steps"]
     assert "planned for" in (run / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_budget_keeps_the_time_for_what_follows_training(tmp_path, tiny_prepared_dir,
+                                                            tiny_encoder_dir, monkeypatch):
+    """train.tail_evals (the pipeline's test translation) is kept at the budget's end."""
+    from nmt_bert.train import trainer
+    from nmt_bert.train.training import train
+
+    evaluate_dev = trainer.evaluate_dev
+
+    def slow_evaluation(*args, **kwargs):  # a dev set whose decode takes a while
+        time.sleep(0.4)
+        return evaluate_dev(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate_dev", slow_evaluation)
+    run, tail = tmp_path / "run", 25
+    train(tiny_prepared_dir, run, tiny_config(tiny_encoder_dir, *BUDGET, "train.max_minutes=0.6",
+                                              f"train.tail_evals={tail}"), device="cpu")
+    finished = json.loads((run / "finished.json").read_text())
+    evals = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+             if r["kind"] == "eval"]
+    kept = tail * max(r["seconds"] for r in evals)  # >= 10 s
+    assert finished["seconds_in_budget"] + kept <= 36 + 2
+    assert train_records(run)[-1]["lr"] == 0.0  # the schedule completed all the same
 
 
 @pytest.mark.parametrize("warmup, configured, planned, step, expected", [

@@ -5,7 +5,7 @@ import json
 
 from conftest import tiny_config, write_tiny_corpus
 from nmt_bert.data import corpora
-from nmt_bert.pipeline import run_pipeline
+from nmt_bert.pipeline import run_pipeline, translate_evals
 
 
 def write_fake_bundled(directory, src_lines, tgt_lines):
@@ -39,3 +39,23 @@ def test_pipeline_runs_every_step_then_reuses_them(tmp_path, tiny_encoder_dir, m
     assert (out / "data" / "manifest.json").stat().st_mtime_ns == stamp  # prepare reused
     assert (out / "run" / "checkpoints" / "best" / "model.safetensors").stat().st_mtime_ns == weights
     assert again["scores"] == summary["scores"]
+
+
+def test_a_recipe_budget_bounds_the_whole_job(tmp_path, tiny_encoder_dir, monkeypatch):
+    """train.max_minutes under `pipeline` is the job's: training gets what prepare leaves and
+    keeps the test translation's time (in dev evaluations) at its end."""
+    from nmt_bert.config import load_config
+
+    src, tgt = write_tiny_corpus(tmp_path / "corpus", pairs=300)
+    bundled = tmp_path / "bundled"
+    write_fake_bundled(bundled, src.read_text().splitlines(), tgt.read_text().splitlines())
+    monkeypatch.setattr(corpora, "BUNDLED_CORPUS", bundled)
+    config = tiny_config(tiny_encoder_dir, "train.max_minutes=0.3", "train.stage1_steps=100000",
+                         "train.eval_every=50000", "train.schedule=linear")
+
+    summary = run_pipeline(tmp_path / "out", config, device="cpu")
+    saved = load_config(tmp_path / "out" / "run" / "config.yaml").train
+    assert 0 < saved.max_minutes < 0.3  # prepare's time came off the budget
+    assert saved.tail_evals == translate_evals(tmp_path / "out" / "data", config.decode.beam_size)
+    assert saved.tail_evals > 1  # 20 test lines beam 5 against 20 dev lines greedy
+    assert sum(summary["timings_s"].values()) <= 18 + 5

@@ -20,6 +20,11 @@ from nmt_bert.errors import UserError
 
 MEASURE_STEPS = 10  # steps timed before the first plan
 FIRST_EVAL_GUESS = 20.0  # an evaluation costs about this many steps until one is measured
+# An evaluation decodes the dev set: it slows as the model's hypotheses lengthen and as the
+# machine's load grows, so the plan counts the slowest one measured, with this margin (a
+# loaded run's last evaluation took 1.8 times its first).
+EVAL_MARGIN = 1.25
+RECENT_STEPS = 50  # the steps whose times predict the next ones
 _UNITS = {"s": 1 / 60, "m": 1.0, "h": 60.0, "": 1.0}
 
 
@@ -55,6 +60,21 @@ def fit_steps(seconds_left: float, step_seconds: float, evals_left: int, eval_se
     """How many more steps fit: N * step + evals * eval + reserve <= seconds left (N >= 1)."""
     usable = seconds_left - evals_left * eval_seconds - reserve_seconds
     return max(1, int(usable / max(step_seconds, 1e-6)))
+
+
+def step_estimate(step_seconds: list[float]) -> float:
+    """Seconds a step will take: the mean of the recent ones. The budget is their sum, so the
+    slow steps of a machine another job shares count in full (a median would hide them)."""
+    recent = step_seconds[-RECENT_STEPS:]
+    return sum(recent) / max(len(recent), 1)
+
+
+def eval_estimate(eval_seconds: list[float], step_seconds: float) -> float:
+    """Seconds an evaluation will take: the slowest measured, with EVAL_MARGIN; before the
+    first, FIRST_EVAL_GUESS steps' worth."""
+    if not eval_seconds:
+        return FIRST_EVAL_GUESS * step_seconds
+    return EVAL_MARGIN * max(eval_seconds)
 
 
 def scaled_warmup(warmup: int, configured: int, planned: int, step: int) -> int:

@@ -19,8 +19,8 @@ import torch
 
 from nmt_bert.train import distributed as dist
 from nmt_bert.train.averaging import average_checkpoints, prune_snapshots
-from nmt_bert.train.budget import (FIRST_EVAL_GUESS, MEASURE_STEPS, TimeBudget, eval_points,
-                                   fit_steps, replanned_factor, scaled_warmup)
+from nmt_bert.train.budget import (MEASURE_STEPS, TimeBudget, eval_estimate, eval_points,
+                                   fit_steps, replanned_factor, scaled_warmup, step_estimate)
 from nmt_bert.caches import encoder_states_dir
 from nmt_bert.model.checkpoint import WEIGHTS, load_trainer_state, save_checkpoint
 from nmt_bert.train.curves import plot_curves
@@ -73,7 +73,7 @@ class Trainer:
         self.interrupts = Interrupts()  # signals wait for the step in progress to complete
         self.budget: TimeBudget | None = None  # set by `train` when train.max_minutes > 0
         self.step_seconds: list[float] = []
-        self.eval_seconds: float | None = None  # measured at the last evaluation
+        self.eval_seconds: list[float] = []  # each evaluation's, as measured
         self.save_seconds = 1.0
 
     # --- stages -----------------------------------------------------------------------
@@ -194,16 +194,20 @@ class Trainer:
     def replan(self) -> None:
         """Fit the stage's remaining steps to the time left, keeping the schedule continuous."""
         step = self.state.step
-        recent = sorted(self.step_seconds[-50:])
-        step_s = recent[len(recent) // 2]  # the median: one slow step does not move the plan
-        eval_s = self.eval_seconds if self.eval_seconds is not None else FIRST_EVAL_GUESS * step_s
+        step_s = step_estimate(self.step_seconds)
+        eval_s = eval_estimate(self.eval_seconds, step_s)
         last_stage = self.state.stage == 2 or self.cfg.stage2_steps == 0
-        reserve = 2 * self.save_seconds + (eval_s if self.cfg.average_last > 0 else 0.0)
+        # after the last step: the checkpoints, the averaged model's evaluation, and the
+        # work the caller does next inside the same budget (the pipeline's test set)
+        after = (1.0 if self.cfg.average_last > 0 else 0.0) + self.cfg.tail_evals
+        reserve = 2 * self.save_seconds + after * eval_s
         left = self.state.stage_deadline - self.budget.elapsed() - (reserve if last_stage else 0.0)
         evals_left = max(0, self.planned_evaluations() - self.state.evals_in_stage)
-        # Past the stage's deadline the stage ends at this step (fit_steps gives at least one
-        # more step, which, re-planned every step once late, would never end).
-        more = fit_steps(left, step_s, evals_left, eval_s, 0.0) if left > 0 else 0
+        # Out of time, the stage ends with one more step, at the decay's end value, and never
+        # gets another (fit_steps gives at least one more, which, re-planned every step once
+        # late, would never end).
+        more = fit_steps(left, step_s, evals_left, eval_s, 0.0) if left > 0 else \
+            min(1, max(0, self.state.planned_steps - step))
         total = dist.broadcast(step + more)
         if self.state.planned_warmup < 0:  # the first plan: the warmup in proportion to it
             self.state.planned_warmup = scaled_warmup(
@@ -256,6 +260,7 @@ class Trainer:
 
     def evaluate(self) -> bool:
         """Dev loss and BLEU, checkpoints; returns True when early stopping says stop."""
+        began = time.perf_counter()
         digest = dist.check_replicas(self.model)
         if digest is not None:
             self.log.info(f"{dist.world_size()} replicas identical (weights sha256 {digest[:16]})")
@@ -277,7 +282,9 @@ class Trainer:
         if self.cfg.average_last > 0:
             self.save(self.run_dir.snapshot_name(self.state.global_step), meta, resumable=False)
             prune_snapshots(self.run_dir, self.cfg.average_last)
-        self.log.record(kind="eval", stage=self.state.stage, step=self.state.global_step, **scores)
+        self.eval_seconds.append(time.perf_counter() - began)  # what the budget plans with
+        self.log.record(kind="eval", stage=self.state.stage, step=self.state.global_step,
+                        seconds=round(self.eval_seconds[-1], 2), **scores)
         self.log.info(f"eval step {self.state.global_step}: dev loss {scores['loss']:.3f} "
                       f"BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f}"
                       + (" (best)" if improved else ""))
@@ -369,9 +376,7 @@ class Trainer:
                     progress.set_total(self.stage_steps(self.state.stage))
                 last = self.state.step == self.stage_steps(self.state.stage)
                 if self.eval_due() or last:
-                    began = time.perf_counter()
                     stop = self.evaluate()
-                    self.eval_seconds = time.perf_counter() - began
                     if stop:
                         self.log.info("early stopping: no dev BLEU gain in "
                                       f"{self.cfg.patience} evaluations")
