@@ -1,4 +1,4 @@
-"""Choosing the device and the mixed-precision context for it."""
+"""Choosing the device, the mixed-precision context and the attention kernels for it."""
 
 from __future__ import annotations
 
@@ -71,3 +71,15 @@ def autocast_context(device: torch.device | str, precision: str = "auto",
             raise UserError("fp16 needs a CUDA device; use bf16 or fp32 on CPU")
         return torch.autocast("cuda", dtype=torch.float16)
     raise UserError(f"unknown precision {precision!r}: expected auto, fp32, bf16 or fp16")
+
+
+def attention_kernels(device: torch.device) -> contextlib.AbstractContextManager:
+    """The scaled-dot-product attention kernels our decoder may use on `device`. On a CPU,
+    the plain (math) kernel: on sentence-length sequences the fused flash kernel's backward
+    is the slower one (a stage-1 step of the fast recipe on 2 cores: 0.36-0.40 s against
+    0.53-0.57 s; bench/train_throughput.py). Elsewhere, torch's own choice."""
+    if device.type != "cpu":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)

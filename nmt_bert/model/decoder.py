@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nmt_bert.devices import attention_kernels
+
 
 @dataclass
 class LayerState:
@@ -159,8 +161,9 @@ class Decoder(nn.Module):
         pos = step_positions(tokens, state, incremental, self.max_positions)
         t = tokens.size(1)
         x = self.drop(self.embed(tokens) * self.scale + self.positions(pos))  # (B, T, D)
-        for layer, layer_state in zip(self.layers, state.layers):
-            x = layer(x, layer_state, state.memory_mask, incremental, state.beams)
+        with attention_kernels(x.device):
+            for layer, layer_state in zip(self.layers, state.layers):
+                x = layer(x, layer_state, state.memory_mask, incremental, state.beams)
         if incremental:
             state.step += t
         return self.norm(x) @ self.embed.weight.t()  # (B, T, V)

@@ -100,5 +100,6 @@ def label_smoothed_loss(logits: Tensor, labels: Tensor, smoothing: float) -> tup
     flat_labels = labels.reshape(-1)
     loss = F.cross_entropy(flat_logits, flat_labels, ignore_index=PAD,
                            label_smoothing=smoothing, reduction="sum")
-    nll = F.cross_entropy(flat_logits, flat_labels, ignore_index=PAD, reduction="sum")
+    with torch.no_grad():  # reported, never differentiated: no graph kept for it
+        nll = F.cross_entropy(flat_logits, flat_labels, ignore_index=PAD, reduction="sum")
     return loss, nll
