@@ -57,5 +57,5 @@ def test_a_recipe_budget_bounds_the_whole_job(tmp_path, tiny_encoder_dir, monkey
     saved = load_config(tmp_path / "out" / "run" / "config.yaml").train
     assert 0 < saved.max_minutes < 0.3  # prepare's time came off the budget
     assert saved.tail_evals == translate_evals(tmp_path / "out" / "data", config.decode.beam_size)
-    assert saved.tail_evals > 1  # 20 test lines beam 5 against 20 dev lines greedy
+    assert saved.tail_evals > 1  # 20 test lines at beam 5 against 20 dev lines greedy
     assert sum(summary["timings_s"].values()) <= 18 + 5
