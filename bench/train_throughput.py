@@ -106,8 +106,15 @@ def build_cache(data: str, config: dict, cache_dir: str, device: str) -> dict:
 
 
 def nmt_bert_system(system: str, data: str, config: dict, warmup: int, steps: int,
-                    cache_dir: str, device: str) -> dict:
-    """Systems a-d: the product's Trainer.train_step() on the product's model."""
+                    cache_dir: str, device: str, attention: str = "product") -> dict:
+    """Systems a-d: the product's Trainer.train_step() on the product's model (`attention`
+    "torch": torch's own SDPA kernel choice instead of devices.attention_kernels)."""
+    if attention == "torch":
+        import contextlib
+
+        import nmt_bert.model.decoder as decoder
+
+        decoder.attention_kernels = lambda device: contextlib.nullcontext()
     from nmt_bert.config import config_from_dict
     from nmt_bert.train.run_setup import count_parameters
     from nmt_bert.train.training import Trainer
@@ -208,6 +215,9 @@ def main() -> None:
     p.add_argument("--peer-lr", type=float, default=5e-5)
     p.add_argument("--cache-dir", type=Path,
                    help="where to build the encoder cache (default: a temporary directory)")
+    p.add_argument("--attention", choices=["product", "torch"], default="product",
+                   help="nmt-bert's decoder attention kernels: the product's rule "
+                        "(devices.attention_kernels) or torch's own choice")
     p.add_argument("--flops-n", type=int, default=2048, help="matmul size for the peak FLOP/s probe")
     args = p.parse_args()
     common.quiet()
@@ -247,7 +257,8 @@ def main() -> None:
                          "steps": args.steps, "device": args.device}
             if system in "abcd":
                 r = measure("train_throughput:nmt_bert_system",
-                            {**common_kw, "config": config_dict, "cache_dir": str(cache_dir)},
+                            {**common_kw, "config": config_dict, "cache_dir": str(cache_dir),
+                             "attention": args.attention},
                             args.threads)
             else:
                 t = config.train
@@ -263,7 +274,8 @@ def main() -> None:
     report(results, cache)
     common.write_json(args.out, {
         "benchmark": "train_throughput", "machine": common.machine_info(device),
-        "threads": args.threads, "peaks": peaks, "steps": args.steps, "warmup": args.warmup,
+        "threads": args.threads, "attention": args.attention, "peaks": peaks,
+        "steps": args.steps, "warmup": args.warmup,
         "data": str(args.data), "encoder": args.encoder, "config": config_dict,
         "cache": cache, "systems": results})
 
