@@ -83,22 +83,23 @@ BEAM_COST = 0.1
 SCORE_COST = 0.15
 
 
-def _test_references(data_dir: Path) -> list[Path]:
-    second = data_dir / "test.ref2"
-    return [data_dir / "test.ref"] + ([second] if second.exists() else [])
+def score_sets(references: list[Path]) -> dict[str, list[Path]]:
+    """The test set's scorings: against the first reference and, with more, the others and all."""
+    sets = {"reference": references[:1]}
+    if len(references) > 1:
+        sets["second reference"], sets["both references"] = references[1:], references
+    return sets
 
 
-def tail_evals(data_dir: Path, beam_size: int) -> float:
+def tail_evals(test_lines: int, dev_lines: int, scorings: list[list[Path]], beam_size: int) -> float:
     """Translating and scoring the test set, in dev evaluations (training's are greedy)."""
-    def lines(name: str) -> int:
-        with open(data_dir / name, "rb") as f:
-            return sum(1 for _ in f)
+    per_line = 1 + BEAM_COST * (beam_size - 1) + SCORE_COST * sum(len(s) for s in scorings)
+    return test_lines / max(dev_lines, 1) * per_line
 
-    # each reference alone, then all of them together
-    references = len(_test_references(data_dir))
-    line_refs = references + (references if references > 1 else 0)
-    per_line = 1 + BEAM_COST * (beam_size - 1) + SCORE_COST * line_refs
-    return lines("test.src") / max(lines("dev.src"), 1) * per_line
+
+def count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
 
 
 def _run_pipeline(out: Path, config: Config, device: str, console: Console,
@@ -118,6 +119,7 @@ def _run_pipeline(out: Path, config: Config, device: str, console: Console,
     else:
         prepare(CorpusSpec(), data_dir, config)
     timings["prepare"] = time.perf_counter() - start
+    prepared = load_prepared(data_dir)
 
     budget = budget_minutes if budget_minutes is not None else config.train.max_minutes
     if budget > 0:
@@ -126,7 +128,10 @@ def _run_pipeline(out: Path, config: Config, device: str, console: Console,
         if train_minutes <= 0:
             raise UserError(f"time budget {budget:g} min: prepare took {spent:.1f} min, "
                             "nothing is left for training")
-        tail = tail_evals(data_dir, config.decode.beam_size)
+        tail = tail_evals(count_lines(prepared.source_file("test")),
+                          count_lines(prepared.source_file("dev")),
+                          list(score_sets(prepared.references("test")).values()),
+                          config.decode.beam_size)
         config = replace(config, train=replace(config.train, max_minutes=round(train_minutes, 3),
                                                tail_evals=round(tail, 3)))
         console.print(f"time budget: {train_minutes:.1f} of {budget:g} min for training, which "
@@ -140,17 +145,14 @@ def _run_pipeline(out: Path, config: Config, device: str, console: Console,
 
     start = time.perf_counter()
     translator = open_translator(run.path, device=device)
-    sources = (data_dir / "test.src").read_text(encoding="utf-8").splitlines()
+    sources = prepared.source_file("test").read_text(encoding="utf-8").splitlines()
     hyps = [t.text for t in translator.translate(sources)]
     write_lines(out / "test.hyp", hyps)
     timings["translate"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    refs = _test_references(data_dir)
-    reports = {"reference": score_files(out / "test.hyp", refs[:1])}
-    if len(refs) > 1:
-        reports["second reference"] = score_files(out / "test.hyp", refs[1:])
-        reports["both references"] = score_files(out / "test.hyp", refs)
+    reports = {name: score_files(out / "test.hyp", refs)
+               for name, refs in score_sets(prepared.references("test")).items()}
     timings["score"] = time.perf_counter() - start
     summary = {
         "timings_s": {k: round(v, 1) for k, v in timings.items()},

@@ -7,7 +7,8 @@ import pytest
 
 from conftest import tiny_config, write_tiny_corpus
 from nmt_bert.data import corpora
-from nmt_bert.pipeline import run_pipeline, tail_evals
+from nmt_bert.data.prepared_dir import load_prepared
+from nmt_bert.pipeline import count_lines, run_pipeline, score_sets, tail_evals
 
 
 def write_fake_bundled(directory, src_lines, tgt_lines):
@@ -58,8 +59,12 @@ def test_a_recipe_budget_bounds_the_whole_job(tmp_path, tiny_encoder_dir, monkey
     summary = run_pipeline(tmp_path / "out", config, device="cpu")
     saved = load_config(tmp_path / "out" / "run" / "config.yaml").train
     assert 0 < saved.max_minutes < 0.3  # prepare's time came off the budget
-    assert saved.tail_evals == pytest.approx(
-        tail_evals(tmp_path / "out" / "data", config.decode.beam_size), abs=1e-3)
+    prepared = load_prepared(tmp_path / "out" / "data")
+    expected = tail_evals(count_lines(prepared.source_file("test")),
+                          count_lines(prepared.source_file("dev")),
+                          list(score_sets(prepared.references("test")).values()),
+                          config.decode.beam_size)
+    assert saved.tail_evals == pytest.approx(expected, abs=1e-3)
     assert saved.tail_evals > 1  # 20 test lines at beam 5 against 20 dev lines greedy
     assert "score" in summary["timings_s"]
     assert sum(summary["timings_s"].values()) <= 18 + 5
@@ -69,11 +74,11 @@ def test_the_kept_time_counts_translating_and_scoring_each_reference(tmp_path):
     """TER against each reference and against both is part of the job the budget bounds."""
     from nmt_bert.pipeline import BEAM_COST
 
-    for name, n in (("dev.src", 40), ("test.src", 20), ("test.ref", 20)):
-        (tmp_path / name).write_text("a line\n" * n)
-    one = tail_evals(tmp_path, beam_size=5)
-    (tmp_path / "test.ref2").write_text("a line\n" * 20)
-    two = tail_evals(tmp_path, beam_size=5)
+    one_ref = list(score_sets([tmp_path / "test.ref"]).values())
+    two_refs = list(score_sets([tmp_path / "test.ref", tmp_path / "test.ref2"]).values())
+    assert [len(s) for s in two_refs] == [1, 1, 2]  # each reference alone, then both
+    one = tail_evals(20, 40, one_ref, beam_size=5)
+    two = tail_evals(20, 40, two_refs, beam_size=5)
     translating = 20 / 40 * (1 + BEAM_COST * 4)
     assert translating < one < two  # scoring costs, and three scorings cost more than one
-    assert tail_evals(tmp_path, beam_size=1) < two  # a greedy test translation costs less
+    assert tail_evals(20, 40, two_refs, beam_size=1) < two  # a greedy test translation costs less
