@@ -6,7 +6,10 @@ import contextlib
 
 import torch
 
+from nmt_bert.cpu import bound_kernel_cache
 from nmt_bert.errors import UserError
+
+bound_kernel_cache()  # every path that runs a model imports this module before its first matmul
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:

@@ -1,10 +1,11 @@
-"""How the command's threads share the cores: a short OpenMP spin-wait, set before torch."""
+"""CPU runtime settings: a short OpenMP spin-wait set before torch loads, and oneDNN's
+primitive cache bounded before the first matmul; the user's own choices stand."""
 
 import os
 import subprocess
 import sys
 
-from nmt_bert.cpu import SPIN_COUNT, share_cores_politely
+from nmt_bert.cpu import PRIMITIVE_CACHE, SPIN_COUNT, bound_kernel_cache, share_cores_politely
 
 
 def test_a_short_spin_wait_unless_the_user_chose_one():
@@ -25,3 +26,25 @@ def test_the_command_sets_it_before_torch_loads():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          check=True).stdout.split()
     assert out == [str(SPIN_COUNT), "False"]
+
+
+def test_a_bounded_primitive_cache_unless_the_user_sized_it():
+    env = {}
+    bound_kernel_cache(env)
+    assert env == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": str(PRIMITIVE_CACHE)}
+    for chosen in ({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"},
+                   {"DNNL_PRIMITIVE_CACHE_CAPACITY": "0"}):
+        env = dict(chosen)
+        bound_kernel_cache(env)
+        assert env == chosen
+
+
+def test_every_model_path_bounds_it_before_running():
+    # devices is imported by the model, the trainer and the decoders alike
+    code = ("import os; import nmt_bert.model.seq2seq; "
+            "print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'))")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "DNNL_PRIMITIVE_CACHE_CAPACITY")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True).stdout.split()
+    assert out == [str(PRIMITIVE_CACHE)]

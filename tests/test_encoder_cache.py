@@ -1,12 +1,14 @@
 """The frozen-encoder state cache: same loss as the live encoder, keyed against staleness."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from conftest import tiny_config
 from nmt_bert.train.batches import token_batches
-from nmt_bert.train.encoder_cache import build_or_load, cache_key
+from nmt_bert.train.encoder_cache import DamagedCache, build_or_load, cache_key
 from nmt_bert.model.seq2seq import label_smoothed_loss
 from nmt_bert.train.run_log import RunLog
 from nmt_bert.train.run_setup import build
@@ -83,3 +85,24 @@ def test_pruned_encoder_matches_full_encoder_inside_the_kept_vocabulary(setup, t
     assert setup.source_vocab.size < full.config.vocab_size
     mask = enc["attention_mask"].bool()
     torch.testing.assert_close(pruned[mask], expected[mask], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux's /proc")
+def test_states_are_read_not_mapped(tmp_path, setup):
+    """Mapped pages would count as this process's memory for the whole run."""
+    cache = build_or_load(tmp_path / "cache", setup.model, setup.train_data, setup.fingerprint,
+                          "float16", torch.device("cpu"), log=lambda m: None)
+    states = batch_losses(setup.model, setup.train_data, cache)
+    assert np.isfinite(states).all()
+    assert "states.bin" not in Path("/proc/self/maps").read_text()
+    cache.close()
+
+
+def test_a_file_cut_short_while_open_is_named(tmp_path, setup):
+    cache = build_or_load(tmp_path / "cache", setup.model, setup.train_data, setup.fingerprint,
+                          "float16", torch.device("cpu"), log=lambda m: None)
+    path = cache.directory / "states.bin"
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+    with pytest.raises(DamagedCache, match="ended early"):
+        batch_losses(setup.model, setup.train_data, cache)

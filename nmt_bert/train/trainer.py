@@ -104,6 +104,8 @@ class Trainer:
         self.model.freeze_pretrained_decoder(stage == 1 and self.cfg.stage1_decoder == "new")
         self.optimizer = make_optimizer(self.model, stage, self.cfg)
         self.ddp_model = dist.wrap(self.model, self.device)
+        if self.cache is not None:  # stage 2 runs the encoder itself
+            self.cache.close()
         self.cache = None
         if stage == 1 and self.cfg.cache_encoder:
             self.cache = dist.on_rank0_first(lambda: build_or_load(
