@@ -32,9 +32,9 @@ def share_cores_politely(environ: dict | None = None) -> None:
 
 # oneDNN (torch's CPU kernels for bf16 matmuls) keeps a compiled primitive for each matmul
 # shape it has seen, 1,024 by default, each holding its own buffers. Token-budget batches
-# give nearly every step new shapes, so a stage-1 run's memory grew by about 20 MB a step
-# (fast recipe: 3.8 GB at step 150 against 2.4 GB with 64 kept); 64 cover one step's shapes
-# and cost no speed (bench/README.md, "Stage 1 memory").
+# give nearly every step new shapes, so a stage-1 run's heap grew by about 15 MB a step
+# (fast recipe, peak at step 150: 3,306 MB against 2,058 MB with 64 kept); 64 cover one
+# step's shapes at no measurable speed cost (bench/README.md, "Stage 1 memory over a run").
 PRIMITIVE_CACHE = 64
 
 

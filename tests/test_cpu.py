@@ -18,13 +18,17 @@ def test_a_short_spin_wait_unless_the_user_chose_one():
         assert env == chosen  # the user's choice stands
 
 
+def fresh_python(code: str, unset: tuple[str, ...]) -> list[str]:
+    """What `code` prints, split, in a new interpreter whose environment lacks `unset`."""
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, check=True).stdout.split()
+
+
 def test_the_command_sets_it_before_torch_loads():
-    code = ("import os, sys; import nmt_bert.cli; "
-            "print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         check=True).stdout.split()
+    out = fresh_python("import os, sys; import nmt_bert.cli; "
+                       "print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)",
+                       unset=("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"))
     assert out == [str(SPIN_COUNT), "False"]
 
 
@@ -41,10 +45,7 @@ def test_a_bounded_primitive_cache_unless_the_user_sized_it():
 
 def test_every_model_path_bounds_it_before_running():
     # devices is imported by the model, the trainer and the decoders alike
-    code = ("import os; import nmt_bert.model.seq2seq; "
-            "print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'))")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "DNNL_PRIMITIVE_CACHE_CAPACITY")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         check=True).stdout.split()
+    out = fresh_python("import os; import nmt_bert.model.seq2seq; "
+                       "print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'))",
+                       unset=("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "DNNL_PRIMITIVE_CACHE_CAPACITY"))
     assert out == [str(PRIMITIVE_CACHE)]

@@ -92,8 +92,8 @@ def test_states_are_read_not_mapped(tmp_path, setup):
     """Mapped pages would count as this process's memory for the whole run."""
     cache = build_or_load(tmp_path / "cache", setup.model, setup.train_data, setup.fingerprint,
                           "float16", torch.device("cpu"), log=lambda m: None)
-    states = batch_losses(setup.model, setup.train_data, cache)
-    assert np.isfinite(states).all()
+    losses = batch_losses(setup.model, setup.train_data, cache)
+    assert np.isfinite(losses).all()
     assert "states.bin" not in Path("/proc/self/maps").read_text()
     cache.close()
 

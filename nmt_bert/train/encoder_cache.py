@@ -57,7 +57,8 @@ class EncoderCache:
         self.directory = directory
         self.meta = meta
         self.offsets = data.src_offsets
-        self.dtype, self.shape = np.dtype(dtype), shape
+        self.dtype, self.width = np.dtype(dtype), shape[1]
+        self.row_bytes = self.width * self.dtype.itemsize  # one token's states
         # Read, not memory-mapped: the pages read stay in the OS's page cache instead of
         # this process's resident memory (a map had the whole file resident by the end of
         # an epoch: 795 MiB for the fast recipe).
@@ -65,13 +66,11 @@ class EncoderCache:
 
     def gather(self, index: Tensor, length: int) -> Tensor:
         """States for examples `index` (B,), zero-padded to (B, length, E), as float32."""
-        width = self.shape[1]
-        row_bytes = width * self.dtype.itemsize
-        out = np.zeros((len(index), length, width), dtype=np.float32)
+        out = np.zeros((len(index), length, self.width), dtype=np.float32)
         for row, i in enumerate(index.tolist()):
             s0, s1 = int(self.offsets[i]), int(self.offsets[i + 1])
-            states = np.empty((s1 - s0, width), dtype=self.dtype)  # (S_i, E)
-            self.file.seek(s0 * row_bytes)
+            states = np.empty((s1 - s0, self.width), dtype=self.dtype)  # (S_i, E)
+            self.file.seek(s0 * self.row_bytes)
             if self.file.readinto(states) != states.nbytes:
                 raise DamagedCache(f"{self.directory / 'states.bin'} ended early")
             out[row, : s1 - s0] = states
@@ -109,7 +108,7 @@ def build_or_load(root: Path, model, data: TokenData, fingerprint: str, dtype: s
             for index in batches:
                 batch = data.collate(index)
                 hidden = model.encode_states(batch.src_ids.to(device), batch.src_mask.to(device))
-                hidden = hidden.float().cpu().numpy().astype(DTYPES[dtype])  # (B, S, E)
+                hidden = hidden.float().cpu().numpy().astype(DTYPES[dtype], copy=False)  # (B, S, E)
                 for row, i in enumerate(index):
                     s0, s1 = int(data.src_offsets[i]), int(data.src_offsets[i + 1])
                     out.seek(s0 * row_bytes)
