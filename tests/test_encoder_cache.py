@@ -74,8 +74,10 @@ def test_cache_is_reused_and_keyed_on_encoder_and_corpus(tmp_path, setup):
 def test_pruned_encoder_matches_full_encoder_inside_the_kept_vocabulary(setup, tiny_encoder_dir):
     from transformers import AutoModel
 
+    from nmt_bert.model.encoders import load_local_tokenizer
+
     full = AutoModel.from_pretrained(tiny_encoder_dir).eval()
-    tokenizer = setup.tokenizer
+    tokenizer = load_local_tokenizer(setup.assets.tokenizer_dir)
     enc = tokenizer(["señor dijo luz agua", "dios vino"], padding=True, return_tensors="pt")
     lookup = torch.from_numpy(setup.source_vocab.lookup_table())
     assert setup.source_vocab.out_of_vocab(enc["input_ids"].flatten().tolist()) == 0

@@ -207,3 +207,23 @@ def test_unusable_input_or_output_is_a_user_error(checkpoint_dir, tmp_path, case
     assert result.exit_code == 1 and message in result.output
     assert "Traceback" not in result.output
     assert source.exists()
+
+
+def test_lines_read_once_translate_without_the_tokenizer(checkpoint):
+    """translate(lines) == translate_sources(read(lines)), the second by a translator made
+    without a tokenizer (a training run's dev evaluations), protected spans included."""
+    from nmt_bert.data.protected_spans import Protector
+
+    words = tiny_source_lines(6, seed=11)
+    lines = [words[0], "", f"{words[1]} %s {words[2]}", words[3] + " {0}", words[4]]
+    protector = Protector.from_config(checkpoint.config.data)
+    full = make_translator(checkpoint, beam_size=2)
+    full.protect_spans(protector)
+    sources = full.read(lines)
+    assert [len(s) for s in sources.spans] == [0, 0, 1, 1, 0]
+    bare = Translator(checkpoint.model, None, checkpoint.source_vocab, checkpoint.target_vocab,
+                      replace(checkpoint.config.decode, beam_size=2))
+    bare.protect_spans(protector)
+    assert ([t.text for t in bare.translate_sources(sources)]
+            == [t.text for t in full.translate(lines)])
+    assert bare.stats.sentences == len(lines)

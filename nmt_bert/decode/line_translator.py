@@ -5,6 +5,11 @@ sorted batches, input order, progress and running statistics live here; a subcla
 says how one batch of encoder-tokenizer ids is searched (`translate_batch`): our PyTorch
 search (`decode.translator.Translator`) or an exported CTranslate2 model
 (`export.ct2_translator.Ct2Translator`).
+
+    translate(lines) == translate_sources(read(lines))
+
+`read` is the only step that needs the tokenizer, so lines read once (a training run's dev
+set) can be translated again by a translator made without one.
 """
 
 from __future__ import annotations
@@ -72,6 +77,14 @@ class TranslateStats:
         return self.target_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
+@dataclass
+class SourceLines:
+    """Lines as the model reads them (`LineTranslator.read`): one entry per input line."""
+
+    ids: list[list[int]]  # encoder-tokenizer ids with special tokens; [] = nothing to translate
+    spans: list[list[str]]  # the line's protected spans (what its placeholders stand for)
+
+
 class LineTranslator:
     """`translate(lines)` for any search over encoder-tokenizer ids.
 
@@ -133,18 +146,31 @@ class LineTranslator:
         Empty and whitespace-only lines (and lines the tokenizer reduces to nothing) give an
         empty translation without running the model; no lines give an empty list.
         """
+        return self.translate_sources(self.read(lines), progress)
+
+    def read(self, lines: list[str]) -> SourceLines:
+        """The lines masked (when masking), encoded and cut to the encoder's positions."""
         start = time.perf_counter()
-        lines, spans = self.mask_lines(lines)
-        encoded = self.encode_sources(lines)
+        masked, spans = self.mask_lines(lines)
+        sources = SourceLines(self.encode_sources(masked), spans)
+        self.stats.seconds += time.perf_counter() - start
+        return sources
+
+    def translate_sources(self, sources: SourceLines,
+                          progress: Callable[[int], None] | None = None) -> list[Translation]:
+        """`translate` from lines already read (by this translator or one with the same
+        tokenizer, encoder and data.protect); the tokenizer is not used."""
+        start = time.perf_counter()
+        encoded, spans = sources.ids, sources.spans
         results = [empty_translation() if not ids else None for ids in encoded]
-        sources = [(i, ids) for i, ids in enumerate(encoded) if ids]
-        empty = len(lines) - len(sources)
+        items = [(i, ids) for i, ids in enumerate(encoded) if ids]
+        empty = len(encoded) - len(items)
         if progress is not None and empty:
             progress(empty)
         # Longest first: padding stays small and memory problems show up at once.
-        sources.sort(key=lambda item: -len(item[1]))
+        items.sort(key=lambda item: -len(item[1]))
         size = self.config.batch_size
-        batches = [sources[first: first + size] for first in range(0, len(sources), size)]
+        batches = [items[first: first + size] for first in range(0, len(items), size)]
         with self.running():
             searched = self.search_batches(
                 [[ids for _, ids in batch] for batch in batches],
@@ -156,7 +182,7 @@ class LineTranslator:
                     progress(len(batch))
         if self.protection is not None:
             self.restore_spans(results, spans)
-        self.stats.sentences += len(lines)
+        self.stats.sentences += len(encoded)
         self.stats.target_tokens += sum(len(t.candidates[0].tokens) for t in results)
         self.stats.seconds += time.perf_counter() - start
         return results

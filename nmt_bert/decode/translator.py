@@ -39,7 +39,7 @@ class Translator(LineTranslator):
         wider table than it (see `LineTranslator`).
         """
         super().__init__(tokenizer, source_vocab, target_vocab, decode_config,
-                         encoder_max_tokens(model, tokenizer), model.decoder.max_positions,
+                         encoder_max_tokens(model.encoder, tokenizer), model.decoder.max_positions,
                          training_vocab)
         self.model = model
         if device is None:

@@ -74,7 +74,7 @@ def export_model(path: Path, out: Path, quantization: str = "float32",
     manifest: dict[str, Any] = {
         "quantization": quantization,
         "source_table": {"rows": rows, "size": len(source_tokens), "note": choice.note},
-        "max_source_tokens": encoder_max_tokens(ckpt.model, ckpt.tokenizer),
+        "max_source_tokens": encoder_max_tokens(ckpt.model.encoder, ckpt.tokenizer),
         "layer_norm_epsilon": {
             "written": spec.config.layer_norm_epsilon,
             "decoder_trained_with": decoder_epsilon(ckpt.model.decoder),

@@ -193,9 +193,10 @@ def encoder_fingerprint(model) -> str:
     return state_sha256(model)
 
 
-def encoder_max_tokens(model, tokenizer) -> int:
-    """How many tokens (special tokens included) the encoder's position table can take."""
-    config = model.encoder.config  # model: a Seq2Seq
+def encoder_max_tokens(encoder, tokenizer) -> int:
+    """How many tokens (special tokens included) the encoder's position table can take
+    (`encoder`: the Hugging Face encoder, e.g. a Seq2Seq's `.encoder`; `tokenizer` may be None)."""
+    config = encoder.config
     limit = config.max_position_embeddings - OFFSET_POSITIONS.get(config.model_type, 0)
     tokenizer_limit = getattr(tokenizer, "model_max_length", None) or limit
     return int(min(limit, tokenizer_limit))

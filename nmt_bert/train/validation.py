@@ -32,10 +32,10 @@ def evaluate_dev(model, setup, device: torch.device, beam: int) -> dict:
     model.eval()
     loss = dev_loss(model, setup.dev_data, device, setup.config.train.batch_tokens)
     decode = replace(setup.config.decode, beam_size=beam, nbest=1)
-    translator = Translator(model, setup.tokenizer, setup.source_vocab, setup.target_vocab,
-                            decode, device)
+    # No tokenizer: the dev sources were read once, when the run was set up (run_setup.build).
+    translator = Translator(model, None, setup.source_vocab, setup.target_vocab, decode, device)
     translator.protect_spans(Protector.from_config(setup.config.data))
-    hyps = [t.text for t in translator.translate(setup.dev_src)]
+    hyps = [t.text for t in translator.translate_sources(setup.dev_sources)]
     bleu, chrf = score_lines(hyps, [setup.dev_ref], names=("BLEU", "chrF2"))
     return {
         "loss": round(loss, 4),
