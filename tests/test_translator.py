@@ -227,3 +227,5 @@ def test_lines_read_once_translate_without_the_tokenizer(checkpoint):
     assert ([t.text for t in bare.translate_sources(sources)]
             == [t.text for t in full.translate(lines)])
     assert bare.stats.sentences == len(lines)
+    with pytest.raises(ValueError, match="without a tokenizer"):
+        bare.translate(lines)

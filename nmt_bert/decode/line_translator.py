@@ -150,6 +150,9 @@ class LineTranslator:
 
     def read(self, lines: list[str]) -> SourceLines:
         """The lines masked (when masking), encoded and cut to the encoder's positions."""
+        if self.tokenizer is None:
+            raise ValueError("this translator was made without a tokenizer: it translates "
+                             "lines already read (translate_sources) only")
         start = time.perf_counter()
         masked, spans = self.mask_lines(lines)
         sources = SourceLines(self.encode_sources(masked), spans)

@@ -36,7 +36,9 @@ class Translator(LineTranslator):
 
         `source_vocab` maps encoder-tokenizer ids to rows of the model's word table;
         `training_vocab` is the pruned vocabulary of training when the model reads through a
-        wider table than it (see `LineTranslator`).
+        wider table than it (see `LineTranslator`). `tokenizer` may be None for a translator
+        that only translates lines already read (`translate_sources`: training's dev
+        evaluations).
         """
         super().__init__(tokenizer, source_vocab, target_vocab, decode_config,
                          encoder_max_tokens(model.encoder, tokenizer), model.decoder.max_positions,
