@@ -11,7 +11,7 @@ import torch
 from nmt_bert.model.checkpoint import Assets, load_checkpoint
 from nmt_bert.config import Config
 from nmt_bert.cpu import return_freed_memory
-from nmt_bert.decode.line_translator import LineTranslator, SourceLines
+from nmt_bert.decode.line_translator import SourceLines
 from nmt_bert.train.batches import TokenData
 from nmt_bert.model.encoder_surgery import (drop_pooler, own_memory, prune_embeddings,
                                             truncate_encoder)
@@ -19,6 +19,7 @@ from nmt_bert.model.seq2seq import Seq2Seq
 from nmt_bert.data.prepared_dir import load_prepared
 from nmt_bert.train.run_dir import RunDir
 from nmt_bert.train.run_log import RunLog
+from nmt_bert.train.validation import read_dev_sources
 from nmt_bert.errors import UserError
 from nmt_bert.model.vocab import SourceVocab, TargetVocab
 
@@ -105,20 +106,6 @@ def build(run: RunDir, data_dir: Path, config: Config, resume_from: Path | None,
                     TokenData.from_dataset(dev_split, lookup),
                     dev_sources, list(dev_split["tgt"]), assets, Path(data_dir),
                     fingerprint)
-
-
-def read_dev_sources(lines: list[str], tokenizer, encoder, source_vocab: SourceVocab,
-                     target_vocab, config: Config) -> SourceLines:
-    """The dev sources read as `translate` reads them (protected spans masked as
-    data.protect says, encoded, cut to `encoder`'s positions)."""
-    from nmt_bert.data.protected_spans import Protector
-    from nmt_bert.model.encoders import encoder_max_tokens
-
-    reader = LineTranslator(tokenizer, source_vocab, target_vocab, config.decode,
-                            encoder_max_tokens(encoder, tokenizer),
-                            config.model.max_target_positions)
-    reader.protect_spans(Protector.from_config(config.data))
-    return reader.read(lines)
 
 
 def check_target_tokenizer(prepared, config: Config) -> None:
