@@ -4,7 +4,9 @@ Stage 1 trains adapter and decoder with the encoder frozen (read from the encode
 cache when enabled); stage 2 unfreezes the encoder with its own, smaller learning rate,
 a fresh warmup and a reset optimizer (Imamura & Sumita 2019). Every `eval_every` steps: dev
 loss and BLEU, a resumable `last` checkpoint and, when BLEU improves, `best`. At the end:
-optional checkpoint averaging, the curves and the finished marker.
+optional checkpoint averaging, the curves and the finished marker. How many steps a stage
+takes, its learning rate and its evaluation points are its StageSchedule's
+(stage_schedule.py): configured, or fitted to the time budget.
 """
 
 from __future__ import annotations
@@ -12,15 +14,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from nmt_bert.train import distributed as dist
 from nmt_bert.train.averaging import average_checkpoints, prune_snapshots
-from nmt_bert.train.budget import (MEASURE_STEPS, TimeBudget, eval_estimate, eval_points,
-                                   fit_steps, replanned_factor, scaled_warmup, step_estimate)
+from nmt_bert.train.budget import TimeBudget
 from nmt_bert.caches import encoder_states_dir
 from nmt_bert.model.checkpoint import WEIGHTS, load_trainer_state, save_checkpoint
 from nmt_bert.train.curves import plot_curves
@@ -30,35 +31,14 @@ from nmt_bert.train.encoder_cache import EncoderCache, build_or_load
 from nmt_bert.errors import UserError
 from nmt_bert.train.interrupts import Interrupts
 from nmt_bert.model.seq2seq import label_smoothed_loss
-from nmt_bert.train.optim import lr_factor, make_optimizer, set_lr
+from nmt_bert.train.optim import make_optimizer, set_lr
 from nmt_bert.train.progress import TrainProgress
 from nmt_bert.train.run_dir import RunDir
 from nmt_bert.train.run_log import RunLog
 from nmt_bert.train.run_setup import RunSetup, count_parameters
+from nmt_bert.train.stage_schedule import StageSchedule
+from nmt_bert.train.train_state import TrainState
 from nmt_bert.train.validation import evaluate_dev
-
-
-@dataclass
-class TrainState:
-    stage: int = 1
-    step: int = 0  # optimizer steps done in the current stage
-    global_step: int = 0
-    epoch: int = 0
-    position: int = 0  # batches of this epoch already consumed
-    best_bleu: float = -1.0
-    evals_without_gain: int = 0
-    skipped_steps: int = 0  # NaN/inf losses skipped
-    bad_in_a_row: int = 0  # consecutive skipped steps (max_bad_steps of them: roll back)
-    rollbacks: int = 0
-    # with a time budget (train.max_minutes, see budget.py):
-    planned_steps: int = 0  # the current stage's planned steps (0: the configured ones)
-    planned_warmup: int = -1  # its warmup, fixed by the first plan (-1: the configured one)
-    anchor_step: int = 0  # where the linear decay was last re-planned (0: never)
-    anchor_factor: float = 1.0  # its factor there
-    evals_in_stage: int = 0
-    stage_deadline: float = 0.0  # budget seconds by which the current stage ends
-    seconds_spent: float = 0.0  # budget seconds spent when this state was saved
-    saved_at: float = 0.0  # wall-clock time of that save
 
 
 class Trainer:
@@ -71,33 +51,22 @@ class Trainer:
         self.cache: EncoderCache | None = None
         self.batches: list = []
         self.interrupts = Interrupts()  # signals wait for the step in progress to complete
-        self.budget: TimeBudget | None = None  # set by `train` when train.max_minutes > 0
-        self.step_seconds: list[float] = []
-        self.eval_seconds: list[float] = []  # each evaluation's, as measured
-        self.save_seconds = 1.0
+        self.schedule = StageSchedule(self.cfg, log.info)  # its budget: set by `train`
 
-    # --- stages -----------------------------------------------------------------------
-    def configured_steps(self, stage: int) -> int:
-        return self.cfg.stage1_steps if stage == 1 else self.cfg.stage2_steps
+    @property
+    def budget(self) -> TimeBudget | None:
+        return self.schedule.budget
 
     def stage_steps(self, stage: int) -> int:
-        """The stage's steps: configured, or as planned to fit the time budget."""
-        if self.budget is not None and stage == self.state.stage and self.state.planned_steps:
-            return self.state.planned_steps
-        return self.configured_steps(stage)
+        return self.schedule.steps(self.state, stage)
 
+    # --- stages -----------------------------------------------------------------------
     def begin_stage(self, stage: int) -> None:
         """Start `stage` from its first step: freezing, a fresh optimizer, the state cache."""
         self.state.stage, self.state.step = stage, 0
-        self.state.planned_steps = self.state.anchor_step = self.state.evals_in_stage = 0
-        self.state.planned_warmup = -1
-        self.state.anchor_factor = 1.0
+        self.schedule.begin(self.state)
         self.enter_stage(stage)
-        if self.budget is not None:  # measured after the cache: its build counts as spent
-            self.state.stage_deadline = self.budget.seconds
-            if stage == 1 and self.cfg.stage2_steps > 0:
-                self.state.stage_deadline = dist.broadcast(self.budget.elapsed() + max(
-                    0.0, self.budget.left()) * (1 - self.cfg.stage2_share))
+        self.schedule.set_deadline(self.state, stage)  # after the cache: its build counts
 
     def enter_stage(self, stage: int) -> None:
         self.model.freeze_encoder(stage == 1, embeddings_frozen=self.cfg.freeze_embeddings_stage2)
@@ -156,71 +125,12 @@ class Trainer:
             self.state.skipped_steps += 1  # the update is dropped, the batch is consumed
             self.optimizer.zero_grad(set_to_none=True)
             return {"skipped": True, "tokens": tokens}
-        set_lr(self.optimizer, self.schedule_factor(self.state.step + 1))
+        set_lr(self.optimizer, self.schedule.factor(self.state, self.state.step + 1))
         self.optimizer.step()
         self.state.step += 1
         self.state.global_step += 1
         return {"loss": loss_sum / targets, "nll": nll_sum / targets, "tokens": tokens,
                 "grad_norm": float(grad_norm), "lr": self.optimizer.param_groups[0]["lr"]}
-
-    def warmup(self) -> int:
-        if self.budget is not None and self.state.planned_warmup >= 0:
-            return self.state.planned_warmup
-        return self.cfg.warmup_steps if self.state.stage == 1 else self.cfg.stage2_warmup_steps
-
-    def schedule_factor(self, step: int) -> float:
-        """The learning-rate multiplier at `step` of the current stage."""
-        total = self.stage_steps(self.state.stage)
-        if self.state.anchor_step and step > self.state.anchor_step:
-            return replanned_factor(step, total, self.state.anchor_step, self.state.anchor_factor)
-        return lr_factor(step, self.warmup(), self.cfg.schedule, total)
-
-    # --- the time budget ----------------------------------------------------------------
-    def planned_evaluations(self) -> int:
-        return max(1, round(self.configured_steps(self.state.stage) / self.cfg.eval_every))
-
-    def eval_due(self) -> bool:
-        step = self.state.step
-        if self.budget is None:
-            return step % self.cfg.eval_every == 0
-        points = eval_points(self.stage_steps(self.state.stage), self.planned_evaluations())
-        return self.state.evals_in_stage < len(points) and step >= points[self.state.evals_in_stage]
-
-    def replan_due(self) -> bool:
-        if self.budget is None or len(self.step_seconds) < min(MEASURE_STEPS, 3):
-            return False
-        every = max(MEASURE_STEPS, self.stage_steps(self.state.stage) // 20)
-        late = self.budget.elapsed() > self.state.stage_deadline
-        return late or self.state.step == MEASURE_STEPS or self.state.step % every == 0
-
-    def replan(self) -> None:
-        """Fit the stage's remaining steps to the time left, keeping the schedule continuous."""
-        step = self.state.step
-        step_s = step_estimate(self.step_seconds)
-        eval_s = eval_estimate(self.eval_seconds, step_s)
-        last_stage = self.state.stage == 2 or self.cfg.stage2_steps == 0
-        # after the last step: the checkpoints, the averaged model's evaluation, and the
-        # work the caller does next inside the same budget (the pipeline's test set)
-        after = (1.0 if self.cfg.average_last > 0 else 0.0) + self.cfg.tail_evals
-        reserve = 2 * self.save_seconds + after * eval_s
-        left = self.state.stage_deadline - self.budget.elapsed() - (reserve if last_stage else 0.0)
-        evals_left = max(0, self.planned_evaluations() - self.state.evals_in_stage)
-        # Out of time, the stage ends with one more step, at the decay's end value, and never
-        # gets another (fit_steps gives at least one more, which, re-planned every step once
-        # late, would never end).
-        more = fit_steps(left, step_s, evals_left, eval_s, 0.0) if left > 0 else \
-            min(1, max(0, self.state.planned_steps - step))
-        total = dist.broadcast(step + more)
-        if self.state.planned_warmup < 0:  # the first plan: the warmup in proportion to it
-            self.state.planned_warmup = scaled_warmup(
-                self.warmup(), self.configured_steps(self.state.stage), total, step)
-        if self.cfg.schedule == "linear" and step >= self.warmup():
-            self.state.anchor_factor, self.state.anchor_step = self.schedule_factor(step), step
-        if total != self.state.planned_steps:
-            self.log.info(f"time budget: {self.budget.left() / 60:.1f} min left, {step_s:.2f} "
-                          f"s/step, {eval_s:.1f} s/evaluation: stage {self.state.stage} "
-                          f"planned for {total:,} steps")
-        self.state.planned_steps = total
 
     # --- checkpoints ------------------------------------------------------------------
     def trainer_state(self) -> dict:
@@ -244,7 +154,7 @@ class Trainer:
                     else f"start again with --out {self.run_dir.path}")
             raise UserError(f"{where}: cannot write the checkpoint ({err.strerror or err}); "
                             f"free space, then {then}") from None
-        self.save_seconds = max(self.save_seconds, time.perf_counter() - started)
+        self.schedule.save_seconds = max(self.schedule.save_seconds, time.perf_counter() - started)
 
     def restore(self, path: Path) -> None:
         saved = load_trainer_state(path)
@@ -284,9 +194,10 @@ class Trainer:
         if self.cfg.average_last > 0:
             self.save(self.run_dir.snapshot_name(self.state.global_step), meta, resumable=False)
             prune_snapshots(self.run_dir, self.cfg.average_last)
-        self.eval_seconds.append(time.perf_counter() - began)  # what the budget plans with
+        seconds = time.perf_counter() - began
+        self.schedule.eval_seconds.append(seconds)  # what the budget plans with
         self.log.record(kind="eval", stage=self.state.stage, step=self.state.global_step,
-                        seconds=round(self.eval_seconds[-1], 2), **scores)
+                        seconds=round(seconds, 2), **scores)
         self.log.info(f"eval step {self.state.global_step}: dev loss {scores['loss']:.3f} "
                       f"BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f}"
                       + (" (best)" if improved else ""))
@@ -372,18 +283,18 @@ class Trainer:
                         self.roll_back(f"{self.state.bad_in_a_row} consecutive steps had NaN/inf loss")
                     continue
                 self.state.bad_in_a_row = 0
-                self.step_seconds.append(time.perf_counter() - start)
-                if self.replan_due():
-                    self.replan()
+                self.schedule.step_seconds.append(time.perf_counter() - start)
+                if self.schedule.replan_due(self.state):
+                    self.schedule.replan(self.state)
                     progress.set_total(self.stage_steps(self.state.stage))
                 last = self.state.step == self.stage_steps(self.state.stage)
-                if self.eval_due() or last:
+                if self.schedule.eval_due(self.state) or last:
                     stop = self.evaluate()
                     if stop:
                         self.log.info("early stopping: no dev BLEU gain in "
                                       f"{self.cfg.patience} evaluations")
                         return True
                     if self.budget is not None and not last:  # with the measured evaluation
-                        self.replan()
+                        self.schedule.replan(self.state)
                         progress.set_total(self.stage_steps(self.state.stage))
         return False

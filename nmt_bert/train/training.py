@@ -65,8 +65,8 @@ def _train_locked(run: RunDir, data_dir: Path | None, config: Config | None, dev
     setup = build(run, Path(data_dir), config, last if resume else None, log)
     trainer = Trainer(setup, run, torch_device, log)
     if config.train.max_minutes > 0:
-        trainer.budget = TimeBudget(config.train.max_minutes)
-        trainer.budget.started = started
+        trainer.schedule.budget = TimeBudget(config.train.max_minutes)
+        trainer.schedule.budget.started = started
     if resume:
         trainer.restore(last)
     session = time.perf_counter()
