@@ -63,7 +63,9 @@ class StageSchedule:
     def factor(self, state: TrainState, step: int) -> float:
         """The learning-rate multiplier at `step` of the current stage."""
         total = self.steps(state, state.stage)
-        if state.anchor_step and step > state.anchor_step:
+        # from the anchor on (the anchor's own step included: a second plan at the same
+        # step, after an evaluation, must start from the same factor as the first)
+        if state.anchor_step and step >= state.anchor_step:
             return replanned_factor(step, total, state.anchor_step, state.anchor_factor)
         return lr_factor(step, self.warmup(state), self.cfg.schedule, total)
 
