@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import TINY_ENGLISH, TINY_SPANISH, tiny_config, tiny_sets
+from conftest import TINY_ENGLISH, TINY_SPANISH, tiny_config
 from nmt_bert.cli import app
 from nmt_bert.data.protected_spans import (DEFAULT_KINDS, KINDS, Protector, compare,
                                            span_agreement, unmask)

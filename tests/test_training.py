@@ -1,7 +1,6 @@
 """Two-stage training on a tiny random BERT: freezing, learning rates, resume, learning."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
