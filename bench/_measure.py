@@ -6,7 +6,8 @@ the larger of the two. So each system runs here, in a new interpreter:
     measure("train_throughput:nmt_bert_system", {"system": "a", ...})
         -> the function's dict + peak_rss_mb (+ cuda_peak_mb)
 
-and each CLI command through `run_command`.
+and each CLI command through `run_command`. Under --smoke, where only the code paths are
+exercised, `measure` calls the function in the calling process instead (IN_PROCESS_ENV).
 
 Linux carries `ru_maxrss` across exec: a process started from a 2 GB parent reports at least
 2 GB, whatever it used itself. So a child reads its own peak from /proc/self/status (VmHWM,
@@ -32,11 +33,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+# Set (by --smoke) where only the code paths are being exercised, not figures taken: the
+# systems then run in this process, which saves a torch import per system.
+IN_PROCESS_ENV = "NMT_BERT_BENCH_IN_PROCESS"
+
+
 def measure(target: str, kwargs: dict, threads: int = 0) -> dict:
     """Call `target` ("module:function", a module in bench/) with `kwargs` in a new process.
 
     The child's stdout/stderr pass through. Raises RuntimeError when the child fails.
     """
+    if os.environ.get(IN_PROCESS_ENV):
+        return _call(target, kwargs, threads)
     with tempfile.TemporaryDirectory(prefix="nmt-bert-bench-") as tmp:
         args, result = Path(tmp) / "kwargs.json", Path(tmp) / "result.json"
         args.write_text(json.dumps({"kwargs": kwargs, "threads": threads}, default=str))
@@ -92,28 +100,34 @@ def peak_rss_mb() -> float:
 
 
 def _child(target: str, args_path: str, result_path: str) -> None:
+    spec = json.loads(Path(args_path).read_text())
+    result = _call(target, spec["kwargs"], spec["threads"])
+    Path(result_path).write_text(json.dumps(result, default=str))
+
+
+def _call(target: str, kwargs: dict, threads: int) -> dict:
     """Torch is set up only for systems that import it: a CTranslate2 system runs without it,
     as `translate` on an export does, so its peak is what serving it costs."""
-    sys.path.insert(0, str(HERE))
-    spec = json.loads(Path(args_path).read_text())
-    if spec["threads"] > 0:  # read by torch when (and if) a system imports it
-        os.environ["OMP_NUM_THREADS"] = str(spec["threads"])
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    if threads > 0:  # read by torch when (and if) a system imports it
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     import common
 
     common.quiet()
     module, function = target.split(":")
     fn = getattr(importlib.import_module(module), function)
-    if spec["threads"] > 0 and "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(spec["threads"])
+    if threads > 0 and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
     rss_before = peak_rss_mb()  # interpreter + the module's imports
-    result = fn(**spec["kwargs"])
+    result = fn(**kwargs)
     result["peak_rss_mb"] = peak_rss_mb()
     result["rss_after_imports_mb"] = rss_before
     torch = sys.modules.get("torch")
     result["torch_imported"] = torch is not None
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         result["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    Path(result_path).write_text(json.dumps(result, default=str))
+    return result
 
 
 if __name__ == "__main__":

@@ -102,6 +102,9 @@ def apply_smoke(args: argparse.Namespace) -> dict[str, Path] | None:
     if not args.smoke:
         return None
     paths = smoke_assets()
+    from _measure import IN_PROCESS_ENV
+
+    os.environ[IN_PROCESS_ENV] = "1"  # only the code paths are exercised, not figures taken
     if args.threads == 0:
         args.threads = 1  # tiny ops on a shared machine: more threads only add contention
     if getattr(args, "data", None) is None and hasattr(args, "data"):

@@ -124,22 +124,6 @@ def test_the_first_plan_scales_the_warmup(warmup, configured, planned, step, exp
     assert scaled_warmup(warmup, configured, planned, step) == expected
 
 
-def test_a_short_budget_still_reaches_the_peak_rate(tmp_path, tiny_prepared_dir,
-                                                   tiny_encoder_dir):
-    """Far fewer steps fit than configured: the warmup shrinks with the plan, so the rate
-    climbs to its peak and decays to zero inside the stage instead of warming up throughout."""
-    from nmt_bert.train.training import train
-
-    run = tmp_path / "run"
-    config = tiny_config(tiny_encoder_dir, "train.max_minutes=0.4", "train.schedule=linear",
-                         "train.stage1_steps=100000", "train.warmup_steps=50000",
-                         "train.eval_every=100000", "train.log_every=1", "train.lr=0.001")
-    train(tiny_prepared_dir, run, config, device="cpu")
-    rates = [r["lr"] for r in train_records(run)]
-    assert len(rates) < 50000 and rates[-1] == 0.0
-    assert max(rates) >= 0.001 * 0.9  # the peak was reached, not a fraction of it
-
-
 def test_a_budget_spent_before_the_plan_ends_the_stage_at_once(tmp_path, tiny_prepared_dir,
                                                                tiny_encoder_dir):
     """Once past its deadline the stage ends: re-planning must not add a step every step."""
