@@ -22,9 +22,10 @@ class Clock:
 def run_stage(cfg: TrainConfig, minutes: float, step_seconds, eval_seconds: float,
               setup_seconds: float = 0.0, stage: int = 1, clock: Clock | None = None,
               budget: TimeBudget | None = None):
-    """The trainer's calling sequence (Trainer.run_stage) with simulated time: each step
-    takes step_seconds(step) and each evaluation eval_seconds. Returns the schedule, the
-    state and the learning-rate factor of every step."""
+    """The schedule as Trainer.run_stage drives it (step_done, then evaluated after each
+    evaluation), with simulated time: each step takes step_seconds(step) and each
+    evaluation eval_seconds. Returns the schedule, the state, the learning-rate factor of
+    every step and the clock."""
     clock = clock or Clock()
     budget = budget or TimeBudget(minutes, clock=clock)
     schedule = StageSchedule(cfg, info=lambda message: None, budget=budget)
@@ -38,16 +39,11 @@ def run_stage(cfg: TrainConfig, minutes: float, step_seconds, eval_seconds: floa
         factors.append(schedule.factor(state, state.step + 1))
         state.step += 1
         clock.now += step_seconds(state.step)
-        schedule.step_seconds.append(step_seconds(state.step))
-        if schedule.replan_due(state):
-            schedule.replan(state)
-        last = state.step == schedule.steps(state, stage)
-        if schedule.eval_due(state) or last:
-            clock.now += eval_seconds
+        if schedule.step_done(state, step_seconds(state.step)):
+            clock.now += eval_seconds  # what Trainer.evaluate records
             schedule.eval_seconds.append(eval_seconds)
             state.evals_in_stage += 1
-            if not last:
-                schedule.replan(state)
+            schedule.evaluated(state)
     return schedule, state, factors, clock
 
 

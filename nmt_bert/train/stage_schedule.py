@@ -78,6 +78,20 @@ class StageSchedule:
         points = eval_points(self.steps(state, state.stage), self.planned_evaluations(state))
         return state.evals_in_stage < len(points) and state.step >= points[state.evals_in_stage]
 
+    def step_done(self, state: TrainState, seconds: float) -> bool:
+        """A step completed in `seconds`: re-plan when due. True when an evaluation is due
+        now (the stage's last step always has one)."""
+        self.step_seconds.append(seconds)
+        if self.replan_due(state):
+            self.replan(state)
+        return self.eval_due(state) or state.step == self.steps(state, state.stage)
+
+    def evaluated(self, state: TrainState) -> None:
+        """After an evaluation (its time in eval_seconds): with a budget, re-plan the rest of
+        the stage with it, unless the stage has just ended."""
+        if self.budget is not None and state.step < self.steps(state, state.stage):
+            self.replan(state)
+
     def replan_due(self, state: TrainState) -> bool:
         if self.budget is None or len(self.step_seconds) < min(MEASURE_STEPS, 3):
             return False

@@ -283,18 +283,19 @@ class Trainer:
                         self.roll_back(f"{self.state.bad_in_a_row} consecutive steps had NaN/inf loss")
                     continue
                 self.state.bad_in_a_row = 0
-                self.schedule.step_seconds.append(time.perf_counter() - start)
-                if self.schedule.replan_due(self.state):
-                    self.schedule.replan(self.state)
-                    progress.set_total(self.stage_steps(self.state.stage))
-                last = self.state.step == self.stage_steps(self.state.stage)
-                if self.schedule.eval_due(self.state) or last:
-                    stop = self.evaluate()
-                    if stop:
+                due = self.schedule.step_done(self.state, time.perf_counter() - start)
+                self.follow_plan(progress)
+                if due:
+                    if self.evaluate():
                         self.log.info("early stopping: no dev BLEU gain in "
                                       f"{self.cfg.patience} evaluations")
                         return True
-                    if self.budget is not None and not last:  # with the measured evaluation
-                        self.schedule.replan(self.state)
-                        progress.set_total(self.stage_steps(self.state.stage))
+                    self.schedule.evaluated(self.state)
+                    self.follow_plan(progress)
         return False
+
+    def follow_plan(self, progress: TrainProgress) -> None:
+        """The progress bar shows the stage's steps as (re-)planned."""
+        total = self.stage_steps(self.state.stage)
+        if total != progress.total:
+            progress.set_total(total)
