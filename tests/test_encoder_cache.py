@@ -9,7 +9,7 @@ import torch
 from conftest import tiny_config
 from nmt_bert.train.batches import token_batches
 from nmt_bert.train.encoder_cache import DamagedCache, build_or_load, cache_key
-from nmt_bert.model.seq2seq import label_smoothed_loss
+from nmt_bert.model.loss import label_smoothed_loss
 from nmt_bert.train.run_log import RunLog
 from nmt_bert.train.run_setup import build
 from nmt_bert.train.run_dir import RunDir

@@ -10,7 +10,6 @@ V target vocabulary.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt_bert.config import ModelConfig
@@ -90,16 +89,3 @@ class Seq2Seq(nn.Module):
         """The dtype encoder states are cast to before the adapter."""
         return self.adapter.dtype or next(self.decoder.parameters()).dtype
 
-
-def label_smoothed_loss(logits: Tensor, labels: Tensor, smoothing: float) -> tuple[Tensor, Tensor]:
-    """Summed label-smoothed cross-entropy and summed NLL over non-pad labels.
-
-    logits: (B, T, V); labels: (B, T) with PAD where there is no target token.
-    """
-    flat_logits = logits.reshape(-1, logits.size(-1)).float()  # (B*T, V)
-    flat_labels = labels.reshape(-1)
-    loss = F.cross_entropy(flat_logits, flat_labels, ignore_index=PAD,
-                           label_smoothing=smoothing, reduction="sum")
-    with torch.no_grad():  # reported, never differentiated: no graph kept for it
-        nll = F.cross_entropy(flat_logits, flat_labels, ignore_index=PAD, reduction="sum")
-    return loss, nll

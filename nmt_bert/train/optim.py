@@ -12,6 +12,8 @@ from torch import nn
 
 from nmt_bert.config import TrainConfig
 
+FUSED_ADAMW_DEVICES = {"cpu", "cuda"}  # where torch's AdamW has a fused kernel
+
 
 def lr_factor(step: int, warmup: int, schedule: str, total: int) -> float:
     """Multiplier of the peak rate at `step` (1-based) of a stage lasting `total` steps."""
@@ -55,8 +57,18 @@ def param_groups(model: nn.Module, stage: int, cfg: TrainConfig) -> list[dict]:
 
 
 def make_optimizer(model: nn.Module, stage: int, cfg: TrainConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, stage, cfg), betas=(cfg.adam_beta1, cfg.adam_beta2),
-                             eps=cfg.adam_eps)
+    """AdamW over `param_groups`, as one fused kernel where torch has one for the device.
+
+    The fused kernel updates every tensor in one pass: a stage-1 step's update of the fast
+    recipe takes 3 ms instead of 9-10 ms for the per-tensor loop on 2 CPU cores (the same
+    update to within one float32 rounding; bench/README.md).
+    """
+    groups = param_groups(model, stage, cfg)
+    devices = {p.device.type for g in groups for p in g["params"]}
+    fused = devices <= FUSED_ADAMW_DEVICES and all(
+        p.dtype.is_floating_point for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
+                             fused=fused or None)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:

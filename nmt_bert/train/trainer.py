@@ -30,7 +30,7 @@ from nmt_bert.devices import autocast_context
 from nmt_bert.train.encoder_cache import EncoderCache, build_or_load
 from nmt_bert.errors import UserError
 from nmt_bert.train.interrupts import Interrupts
-from nmt_bert.model.seq2seq import label_smoothed_loss
+from nmt_bert.model.loss import label_smoothed_loss
 from nmt_bert.train.optim import make_optimizer, set_lr
 from nmt_bert.train.progress import TrainProgress
 from nmt_bert.train.run_dir import RunDir

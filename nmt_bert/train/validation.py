@@ -10,7 +10,7 @@ from nmt_bert.decode.line_translator import LineTranslator, SourceLines
 from nmt_bert.model.vocab import SourceVocab
 from nmt_bert.train.batches import token_batches
 from nmt_bert.metrics import score_lines
-from nmt_bert.model.seq2seq import label_smoothed_loss
+from nmt_bert.model.loss import label_smoothed_loss
 
 
 @torch.inference_mode()
