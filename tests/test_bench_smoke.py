@@ -12,7 +12,7 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 SCRIPTS = ["train_throughput", "decode_speed", "quality", "scaling", "hf_peer", "software_messages",
-           "bert2bert", "shared_cores", "stage1_memory"]
+           "bert2bert", "shared_cores", "stage1_memory", "step_parts"]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,179 @@
+"""Parts of a training step against their plain torch forms: the loss and the optimizer update.
+
+  loss       label-smoothed cross-entropy forward + backward on bf16 logits (N, V): the plain
+             `F.cross_entropy(logits.float(), ...)` path (with the reported NLL computed
+             again, as the trainer did before) against nmt_bert.model.loss, per block size
+  optimizer  one AdamW update of the fast recipe's stage-1 parameters (adapter + decoder):
+             torch's per-tensor loop, foreach and fused
+  step       with --data: the product's stage-1 step from the state cache, the two losses on
+             alternate steps of one trainer (so a machine whose speed drifts slows both alike)
+
+    python bench/step_parts.py --data /tmp/prep-fast --recipe recipes/fast-cpu.yaml --threads 2
+    python bench/step_parts.py --smoke
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import common
+
+
+def plain_loss(logits, labels, smoothing):
+    """The trainer's loss before nmt_bert.model.loss: two cross-entropies over a float copy."""
+    import torch
+    import torch.nn.functional as F
+
+    from nmt_bert.model.special_tokens import PAD
+
+    flat, flat_labels = logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1)
+    loss = F.cross_entropy(flat, flat_labels, ignore_index=PAD, label_smoothing=smoothing,
+                           reduction="sum")
+    with torch.no_grad():
+        nll = F.cross_entropy(flat, flat_labels, ignore_index=PAD, reduction="sum")
+    return loss, nll
+
+
+def median_ms(fn, reps: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def loss_rows(rows: int, vocab: int, reps: int, blocks: list[int]) -> list[dict]:
+    import torch
+
+    from nmt_bert.model import loss as loss_module
+
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(rows, vocab, generator=g) * 3).bfloat16().requires_grad_()
+    labels = torch.randint(1, vocab, (rows,), generator=g)
+    labels[::12] = 0  # some padding
+
+    def run(fn):
+        def once():
+            loss, _ = fn(logits, labels, 0.1)
+            (loss / rows).backward()
+            logits.grad = None
+        return once
+
+    out = [{"system": "plain F.cross_entropy (before)", "ms": median_ms(run(plain_loss), reps)}]
+    saved = loss_module.CPU_BLOCK
+    try:
+        for block in blocks:
+            loss_module.CPU_BLOCK = block
+            out.append({"system": f"model/loss.py, {block:,}-element blocks"
+                        + (" (product)" if block == saved else ""),
+                        "ms": median_ms(run(loss_module.label_smoothed_loss), reps)})
+    finally:
+        loss_module.CPU_BLOCK = saved
+    return out
+
+
+def optimizer_rows(config, reps: int) -> list[dict]:
+    import torch
+
+    from nmt_bert.model.adapters import ADAPTERS
+    from nmt_bert.model.decoder import Decoder
+
+    m = config.model
+    torch.manual_seed(0)
+    parts = [ADAPTERS[m.adapter](384, m.d_model, m.adapter_hidden, 0.0),
+             Decoder(config.data.tgt_vocab_size, m.d_model, m.decoder_layers, m.heads,
+                     m.ffn_dim, 0.0, m.max_target_positions)]
+    out = []
+    for kind, kwargs in (("per-tensor loop", {"foreach": False}), ("foreach", {"foreach": True}),
+                         ("fused (product)", {"fused": True})):
+        params = [p for part in parts for p in part.parameters()]
+        for p in params:
+            p.grad = torch.randn_like(p)
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.01},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        opt = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.98), **kwargs)
+        out.append({"system": f"AdamW, {kind}", "ms": median_ms(opt.step, reps),
+                    "params": sum(p.numel() for p in params)})
+    return out
+
+
+def step_rows(args, config, steps: int) -> list[dict]:
+    """Alternate the two losses step by step in the product's stage-1 trainer."""
+    import torch
+
+    import nmt_bert.train.trainer as trainer_module
+    from nmt_bert.train.training import Trainer
+    from train_throughput import _setup
+
+    ours = trainer_module.label_smoothed_loss
+    config.train.cache_dir = str(args.cache_dir or tempfile.mkdtemp(prefix="nmt-bert-bench-cache-"))
+    times = {"plain F.cross_entropy (before)": [], "model/loss.py (product)": []}
+    losses = dict.fromkeys(times)
+    with tempfile.TemporaryDirectory(prefix="nmt-bert-bench-run-") as tmp:
+        setup, log = _setup(str(args.data), config, Path(tmp))
+        trainer = Trainer(setup, log.run, common.device_of(args.device), log)
+        trainer.begin_stage(1)
+        for _ in range(3):
+            trainer.train_step()
+        fns = list(zip(times, (plain_loss, ours)))
+        try:
+            for i in range(steps):
+                for name, fn in fns if i % 2 else fns[::-1]:
+                    trainer_module.label_smoothed_loss = fn
+                    start = time.perf_counter()
+                    out = trainer.train_step()
+                    times[name].append(time.perf_counter() - start)
+                    losses[name] = out["loss"]
+        finally:
+            trainer_module.label_smoothed_loss = ours
+    return [{"system": name, "ms": 1000 * statistics.median(t), "mean_ms": 1000 * statistics.mean(t),
+             "steps": len(t)} for name, t in times.items()]
+
+
+def main() -> None:
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--recipe", type=Path, default=common.REPO / "recipes" / "fast-cpu.yaml")
+    p.add_argument("--rows", type=int, default=2100, help="target tokens in the loss's batch")
+    p.add_argument("--reps", type=int, default=20, help="timed repetitions of each part")
+    p.add_argument("--blocks", default=f"{2**16},{2**18},{2**20},{2**22}",
+                   help="block sizes (float32 elements) of the blocked loss")
+    p.add_argument("--steps", type=int, default=20, help="alternations of the step comparison")
+    p.add_argument("--cache-dir", type=Path, help="reuse a state cache (default: build a new one)")
+    args = p.parse_args()
+    common.quiet()
+    smoke = common.apply_smoke(args)
+    if smoke:
+        args.rows, args.reps, args.steps, args.blocks = 64, 2, 2, "4096"
+        args.recipe = None  # the tiny model of the smoke assets
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    config = common.load_run_config(args, args.recipe) if args.data else None
+    if config is None:
+        from nmt_bert.config import load_config
+
+        config = load_config(args.recipe, args.sets)
+    vocab = 97 if smoke else config.data.tgt_vocab_size
+    results = {"loss": loss_rows(args.rows, vocab, args.reps,
+                                 [int(b) for b in args.blocks.split(",")]),
+               "optimizer": optimizer_rows(config, args.reps)}
+    if args.data:
+        results["step"] = step_rows(args, config, args.steps)
+    for part, rows in results.items():
+        print(f"\n{part}" + (f" ({args.rows:,} x {vocab:,} bf16 logits)" if part == "loss" else ""))
+        common.print_table(rows, [("system", "system", ""), ("ms", "median ms", ".1f")])
+    common.write_json(args.out, {"benchmark": "step_parts", "machine": common.machine_info("cpu"),
+                                 "threads": args.threads, "rows": args.rows, "vocab": vocab,
+                                 **results})
+
+
+if __name__ == "__main__":
+    main()
