@@ -221,16 +221,19 @@ def token_data(data_dir: Path, split: str = "train", lookup: np.ndarray | None =
     return TokenData.from_dataset(prepared.split(split), lookup)
 
 
-def batch_stream(data, batch_tokens: int, seed: int, accumulate: int = 1) -> Iterator[list[np.ndarray]]:
+def batch_stream(data, batch_tokens: int, seed: int, accumulate: int = 1,
+                 sort_by: str = "source") -> Iterator[list[np.ndarray]]:
     """The example indices of each optimizer step, exactly as `Trainer.next_batch` draws them
-    in a single process: token_batches(seed, epoch) in order, epoch after epoch, grouped into
-    `accumulate` batches per step."""
+    in a single process within one stage: token_batches(seed, epoch, sort_by) in order, epoch
+    after epoch, grouped into `accumulate` batches per step (`sort_by` as the stage sorts,
+    nmt_bert.train.batches.stage_sort)."""
     from nmt_bert.train.batches import token_batches
 
     def batches() -> Iterator[np.ndarray]:
         epoch = 0
         while True:
-            yield from token_batches(data.src_lens, data.tgt_lens, batch_tokens, seed, epoch)
+            yield from token_batches(data.src_lens, data.tgt_lens, batch_tokens, seed, epoch,
+                                     sort_by=sort_by)
             epoch += 1
 
     flat = batches()

@@ -7,6 +7,8 @@
              torch's per-tensor loop, foreach and fused
   step       with --data: the product's stage-1 step from the state cache, the two losses on
              alternate steps of one trainer (so a machine whose speed drifts slows both alike)
+  batches    with --data: the same step on batches sorted source first and target first
+             (train.batch_order), alternately; real src+tgt tokens/s and padding of each
 
     python bench/step_parts.py --data /tmp/prep-fast --recipe recipes/fast-cpu.yaml --threads 2
     python bench/step_parts.py --smoke
@@ -14,7 +16,7 @@
 
 from __future__ import annotations
 
-import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -113,7 +115,6 @@ def step_rows(args, config, steps: int) -> list[dict]:
     from train_throughput import _setup
 
     ours = trainer_module.label_smoothed_loss
-    config.train.cache_dir = str(args.cache_dir or tempfile.mkdtemp(prefix="nmt-bert-bench-cache-"))
     times = {"plain F.cross_entropy (before)": [], "model/loss.py (product)": []}
     losses = dict.fromkeys(times)
     with tempfile.TemporaryDirectory(prefix="nmt-bert-bench-run-") as tmp:
@@ -135,6 +136,43 @@ def step_rows(args, config, steps: int) -> list[dict]:
             trainer_module.label_smoothed_loss = ours
     return [{"system": name, "ms": 1000 * statistics.median(t), "mean_ms": 1000 * statistics.mean(t),
              "steps": len(t)} for name, t in times.items()]
+
+
+def batch_rows(args, config, steps: int) -> list[dict]:
+    """Stage-1 steps on source-first and target-first batches of epoch 0, alternately."""
+    from nmt_bert.train.batches import token_batches
+    from nmt_bert.train.training import Trainer
+    from train_throughput import _setup
+
+    t = config.train
+    with tempfile.TemporaryDirectory(prefix="nmt-bert-bench-run-") as tmp:
+        setup, log = _setup(str(args.data), config, Path(tmp))
+        data = setup.train_data
+        epochs = {side: token_batches(data.src_lens, data.tgt_lens, t.batch_tokens, t.seed, 0,
+                                      sort_by=side) for side in ("source", "target")}
+        trainer = Trainer(setup, log.run, common.device_of(args.device), log)
+        trainer.begin_stage(1)
+        for _ in range(3):
+            trainer.train_step()
+        seconds, tokens = dict.fromkeys(epochs, 0.0), dict.fromkeys(epochs, 0)
+        for i in range(steps):
+            for side in ("source", "target") if i % 2 else ("target", "source"):
+                index = epochs[side][i % len(epochs[side])]
+                trainer.next_batch = lambda index=index: data.collate(index)
+                start = time.perf_counter()
+                out = trainer.train_step()
+                seconds[side] += time.perf_counter() - start
+                tokens[side] += out["tokens"]
+    rows = []
+    for side, batches in epochs.items():
+        real = {n: sum(int(lens[b].sum()) for b in batches) for n, lens in
+                (("src", data.src_lens), ("tgt", data.tgt_lens))}
+        padded = {n: sum(len(b) * int(lens[b].max()) for b in batches) for n, lens in
+                  (("src", data.src_lens), ("tgt", data.tgt_lens))}
+        rows.append({"system": f"sorted by {side} first", "tok_s": tokens[side] / seconds[side],
+                     "batches": len(batches), "src_eff": real["src"] / padded["src"],
+                     "tgt_eff": real["tgt"] / padded["tgt"], "steps": steps})
+    return rows
 
 
 def main() -> None:
@@ -165,11 +203,25 @@ def main() -> None:
     results = {"loss": loss_rows(args.rows, vocab, args.reps,
                                  [int(b) for b in args.blocks.split(",")]),
                "optimizer": optimizer_rows(config, args.reps)}
-    if args.data:
-        results["step"] = step_rows(args, config, args.steps)
+    if args.data:  # both parts read one state cache: --cache-dir, or one built here
+        own_cache = None if args.cache_dir else tempfile.mkdtemp(prefix="nmt-bert-bench-cache-")
+        config.train.cache_dir = str(args.cache_dir or own_cache)
+        try:
+            results["step"] = step_rows(args, config, args.steps)
+            results["batches"] = batch_rows(args, config, args.steps)
+        finally:
+            if own_cache:
+                shutil.rmtree(own_cache, ignore_errors=True)
     for part, rows in results.items():
         print(f"\n{part}" + (f" ({args.rows:,} x {vocab:,} bf16 logits)" if part == "loss" else ""))
-        common.print_table(rows, [("system", "system", ""), ("ms", "median ms", ".1f")])
+        if part == "batches":
+            common.print_table(rows, [("system", "stage-1 batches", ""),
+                                      ("tok_s", "real src+tgt tok/s", ",.0f"),
+                                      ("batches", "batches an epoch", "d"),
+                                      ("src_eff", "src real/padded", ".3f"),
+                                      ("tgt_eff", "tgt real/padded", ".3f")])
+        else:
+            common.print_table(rows, [("system", "system", ""), ("ms", "median ms", ".1f")])
     common.write_json(args.out, {"benchmark": "step_parts", "machine": common.machine_info("cpu"),
                                  "threads": args.threads, "rows": args.rows, "vocab": vocab,
                                  **results})

@@ -10,8 +10,10 @@ Systems (each in its own process, see _measure.py):
   f  the same peer with the encoder frozen (requires_grad False)
 
 nmt-bert systems run the product's own `Trainer.train_step()` on a model from `run.build()`;
-every system consumes the batches `Trainer.next_batch` draws (token_batches, same seed), and
-the script checks that the token counts agree step by step.
+every system consumes the batches `Trainer.next_batch` draws in its stage (token_batches, same
+seed, sorted as `train.batch_order` sorts that stage; the peers as their stage: f as stage 1,
+e as stage 2), and the script checks that the token counts agree step by step. With
+`--set train.batch_order=source` every system reads the batches of earlier trees.
 
     python bench/train_throughput.py --data /tmp/prep-bible --threads 2 --out results/train.json
     python bench/train_throughput.py --smoke
@@ -37,6 +39,7 @@ SYSTEMS = {
     "e": "HF EncoderDecoderModel, all trainable",
     "f": "HF EncoderDecoderModel, encoder frozen",
 }
+STAGE = {"a": 1, "b": 1, "c": 2, "d": 2, "e": 2, "f": 1}  # the stage each system stands for
 
 
 # --- shared by the child processes --------------------------------------------------------
@@ -116,11 +119,12 @@ def nmt_bert_system(system: str, data: str, config: dict, warmup: int, steps: in
 
         decoder.attention_kernels = lambda device: contextlib.nullcontext()
     from nmt_bert.config import config_from_dict
+    from nmt_bert.train.batches import stage_sort
     from nmt_bert.train.run_setup import count_parameters
     from nmt_bert.train.training import Trainer
 
     cfg = config_from_dict(config)
-    stage = 1 if system in "ab" else 2
+    stage = STAGE[system]
     # System a reads the cache build_cache made under `cache_dir` (the same key: it is reused).
     cfg.train.cache_encoder, cfg.train.cache_dir = system == "a", str(cache_dir)
     cfg.train.freeze_embeddings_stage2 = system != "d"
@@ -130,7 +134,7 @@ def nmt_bert_system(system: str, data: str, config: dict, warmup: int, steps: in
         trainer = Trainer(setup, log.run, dev, log)
         trainer.begin_stage(stage)
         stream = common.batch_stream(setup.train_data, cfg.train.batch_tokens, cfg.train.seed,
-                                     cfg.train.accumulate)
+                                     cfg.train.accumulate, stage_sort(cfg.train.batch_order, stage))
         mismatches, last_loss = 0, None
 
         def step() -> tuple[int, int]:
@@ -156,7 +160,7 @@ def nmt_bert_system(system: str, data: str, config: dict, warmup: int, steps: in
 
 def peer_system(system: str, data: str, encoder: str, batch_tokens: int, seed: int,
                 accumulate: int, layers: int, lr: float, warmup: int, steps: int,
-                device: str) -> dict:
+                device: str, sort_by: str = "source") -> dict:
     """Systems e-f: EncoderDecoderModel with HF's own loss, AdamW, clip 1.0, same batches."""
     import torch
 
@@ -178,7 +182,7 @@ def peer_system(system: str, data: str, encoder: str, batch_tokens: int, seed: i
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr)
     train = common.token_data(Path(data))  # identity lookup: the tokenizer's own ids
-    stream = common.batch_stream(train, batch_tokens, seed, accumulate)
+    stream = common.batch_stream(train, batch_tokens, seed, accumulate, sort_by)
 
     def step() -> tuple[int, int]:
         group = next(stream)
@@ -261,11 +265,14 @@ def main() -> None:
                              "attention": args.attention},
                             args.threads)
             else:
+                from nmt_bert.train.batches import stage_sort
+
                 t = config.train
                 r = measure("train_throughput:peer_system",
                             {**common_kw, "encoder": args.encoder, "batch_tokens": t.batch_tokens,
                              "seed": t.seed, "accumulate": t.accumulate,
-                             "layers": args.peer_layers, "lr": args.peer_lr}, args.threads)
+                             "layers": args.peer_layers, "lr": args.peer_lr,
+                             "sort_by": stage_sort(t.batch_order, STAGE[system])}, args.threads)
             r.update(mfu(r, peaks[dtypes[system]]["flops"]), mfu_dtype=dtypes[system])
             results[system] = {"description": SYSTEMS[system], **r}
     finally:
@@ -294,9 +301,12 @@ def report(results: dict, cache: dict | None) -> None:
                               ("train", "trainable M", ".1f"), ("mfu_s", "MFU simple %", ".2f"),
                               ("mfu_x", "MFU split %", ".2f"), ("dtype", "vs peak of", ""),
                               ("bad", "batch mismatches", "d")])
-    tokens = {(r["src_tokens"], r["tgt_tokens"]) for r in results.values()}
-    print(f"\nsame batches: {'yes' if len(tokens) == 1 else 'NO'} "
-          f"(src, tgt tokens timed per system: {sorted(tokens)})")
+    print()
+    for stage in (1, 2):
+        tokens = {(r["src_tokens"], r["tgt_tokens"]) for s, r in results.items() if STAGE[s] == stage}
+        if tokens:
+            print(f"same batches within stage {stage}: {'yes' if len(tokens) == 1 else 'NO'} "
+                  f"(src, tgt tokens timed per system: {sorted(tokens)})")
     ours = next((r for r in results.values() if "encoder_rows_original" in r), None)
     if ours:
         print(f"encoder embedding rows: {ours['encoder_rows']:,} kept of "

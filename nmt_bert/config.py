@@ -89,6 +89,10 @@ class TrainConfig:
     stage2_warmup_steps: int = 200
     schedule: Literal["inverse_sqrt", "linear", "constant"] = "inverse_sqrt"
     batch_tokens: int = 6000  # padded source + target tokens per batch
+    # which side's length a batch is sorted by first, so the least padded: auto sorts stage 1
+    # by target (the decoder's work) and stage 2 by source (the encoder trains); "source"
+    # everywhere gives the batches of runs made before this setting existed
+    batch_order: Literal["auto", "source", "target"] = "auto"
     accumulate: int = 1  # gradient accumulation: effective batch = accumulate x batch_tokens
     label_smoothing: float = 0.1
     clip_norm: float = 1.0  # global gradient-norm ceiling; > 0, clipping is always on

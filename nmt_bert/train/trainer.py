@@ -25,7 +25,7 @@ from nmt_bert.train.budget import TimeBudget
 from nmt_bert.caches import encoder_states_dir
 from nmt_bert.model.checkpoint import WEIGHTS, load_trainer_state, save_checkpoint
 from nmt_bert.train.curves import plot_curves
-from nmt_bert.train.batches import Batch, token_batches
+from nmt_bert.train.batches import Batch, stage_sort, token_batches
 from nmt_bert.devices import autocast_context
 from nmt_bert.train.encoder_cache import EncoderCache, build_or_load
 from nmt_bert.errors import UserError
@@ -50,6 +50,7 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.cache: EncoderCache | None = None
         self.batches: list = []
+        self.batches_sorted_by = ""
         self.interrupts = Interrupts()  # signals wait for the step in progress to complete
         self.schedule = StageSchedule(self.cfg, log.info)  # its budget: set by `train`
 
@@ -89,11 +90,15 @@ class Trainer:
     # --- data -------------------------------------------------------------------------
     def next_batch(self) -> Batch:
         data = self.setup.train_data
+        sort_by = stage_sort(self.cfg.batch_order, self.state.stage)
         while True:
-            if not self.batches:
+            # A stage that sorts otherwise reads the rest of the epoch in its own order, as
+            # a resumed run rebuilds it: the batches are a function of (seed, epoch, order).
+            if not self.batches or sort_by != self.batches_sorted_by:
                 self.batches = dist.shard(token_batches(
                     data.src_lens, data.tgt_lens, self.cfg.batch_tokens, self.cfg.seed,
-                    self.state.epoch))
+                    self.state.epoch, sort_by=sort_by))
+                self.batches_sorted_by = sort_by
             if self.state.position < len(self.batches):
                 index = self.batches[self.state.position]
                 self.state.position += 1
