@@ -1,4 +1,4 @@
-"""The training loss: label-smoothed cross-entropy over the target vocabulary, in row chunks.
+"""The training loss: label-smoothed cross-entropy over the target vocabulary, in blocks of rows.
 
 With logits (N, V), the plain path (`F.cross_entropy(logits.float(), ...)`) makes several
 full (N, V) float32 tensors a step: the cast, the log-probabilities kept for backward, the
@@ -8,8 +8,8 @@ memory, so each is mapped afresh and its pages faulted in, and every pass runs f
 Here only per-row statistics are kept (the log-sum-exp and the mean logit), both passes work
 through one cache-sized float32 block of rows at a time, and the gradient is written
 straight into the logits' dtype, as the plain path's cast back does. On 2 CPU cores the
-loss's forward and backward take 13 ms instead of 75, and a stage-1 step of the fast recipe
-0.28 s instead of 0.32 (bench/step_parts.py; bench/README.md).
+loss's forward and backward take 12 ms instead of 72, and a stage-1 step of the fast recipe
+0.258 s instead of 0.282 (medians of alternating steps; bench/step_parts.py, bench/README.md).
 
 Shapes: N rows (target positions), V target vocabulary.
 """

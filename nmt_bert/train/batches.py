@@ -75,6 +75,9 @@ class TokenData:
                      torch.from_numpy(np.asarray(index, dtype=np.int64)))
 
 
+SORT_SIDES = ("source", "target")  # the sides a batch list can be sorted by first
+
+
 def token_batches(src_lens: np.ndarray, tgt_lens: np.ndarray, batch_tokens: int,
                   seed: int, epoch: int, shuffle: bool = True,
                   sort_by: str = "source") -> list[np.ndarray]:
@@ -107,16 +110,13 @@ def token_batches(src_lens: np.ndarray, tgt_lens: np.ndarray, batch_tokens: int,
     return batches
 
 
-SORT_SIDES = ("source", "target")
-
-
 def stage_sort(setting: str, stage: int) -> str:
     """The side a stage's batches are sorted by first (`train.batch_order`): the setting
     itself, or for "auto" the side whose padding costs more in that stage. In stage 1 the
     encoder does not train (its states are cached or run forward only), so a padded target
     position, which runs the whole decoder and the softmax forward and backward, costs far
     more than a padded source position: target first (stage-1 steps of the fast recipe on 2
-    cores: 5.5% more real tokens/s, target padding 7.7% -> 0.2%, source 0.2% -> 6.5%;
+    cores: 6% more real tokens/s, target padding 7.7% -> 0.2%, source 0.2% -> 6.5%;
     bench/step_parts.py). In stage 2 every source position trains the encoder: source first.
     """
     if setting != "auto":
