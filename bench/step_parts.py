@@ -190,10 +190,7 @@ def main() -> None:
     if smoke:
         args.rows, args.reps, args.steps, args.blocks = 64, 2, 2, "4096"
         args.recipe = None  # the tiny model of the smoke assets
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    common.set_threads(args.threads)
     config = common.load_run_config(args, args.recipe) if args.data else None
     if config is None:
         from nmt_bert.config import load_config
