@@ -106,32 +106,41 @@ def optimizer_rows(config, reps: int) -> list[dict]:
     return out
 
 
-def step_rows(args, config, steps: int) -> list[dict]:
-    """Alternate the two losses step by step in the product's stage-1 trainer."""
-    import torch
-
-    import nmt_bert.train.trainer as trainer_module
+def stage1_trainer(args, config, run_dir: Path):
+    """The product's trainer at the start of stage 1 (state cache attached), warmed by 3 steps."""
     from nmt_bert.train.training import Trainer
     from train_throughput import _setup
 
+    setup, log = _setup(str(args.data), config, run_dir)
+    trainer = Trainer(setup, log.run, common.device_of(args.device), log)
+    trainer.begin_stage(1)
+    for _ in range(3):
+        trainer.train_step()
+    return trainer
+
+
+def efficiency(lens, batches) -> float:
+    """Real / padded positions of one side over `batches`."""
+    return sum(int(lens[b].sum()) for b in batches) / sum(len(b) * int(lens[b].max())
+                                                          for b in batches)
+
+
+def step_rows(args, config, steps: int) -> list[dict]:
+    """Alternate the two losses step by step in the product's stage-1 trainer."""
+    import nmt_bert.train.trainer as trainer_module
+
     ours = trainer_module.label_smoothed_loss
     times = {"plain F.cross_entropy (before)": [], "model/loss.py (product)": []}
-    losses = dict.fromkeys(times)
     with tempfile.TemporaryDirectory(prefix="nmt-bert-bench-run-") as tmp:
-        setup, log = _setup(str(args.data), config, Path(tmp))
-        trainer = Trainer(setup, log.run, common.device_of(args.device), log)
-        trainer.begin_stage(1)
-        for _ in range(3):
-            trainer.train_step()
+        trainer = stage1_trainer(args, config, Path(tmp))
         fns = list(zip(times, (plain_loss, ours)))
         try:
             for i in range(steps):
                 for name, fn in fns if i % 2 else fns[::-1]:
                     trainer_module.label_smoothed_loss = fn
                     start = time.perf_counter()
-                    out = trainer.train_step()
+                    trainer.train_step()
                     times[name].append(time.perf_counter() - start)
-                    losses[name] = out["loss"]
         finally:
             trainer_module.label_smoothed_loss = ours
     return [{"system": name, "ms": 1000 * statistics.median(t), "mean_ms": 1000 * statistics.mean(t),
@@ -141,19 +150,13 @@ def step_rows(args, config, steps: int) -> list[dict]:
 def batch_rows(args, config, steps: int) -> list[dict]:
     """Stage-1 steps on source-first and target-first batches of epoch 0, alternately."""
     from nmt_bert.train.batches import token_batches
-    from nmt_bert.train.training import Trainer
-    from train_throughput import _setup
 
     t = config.train
     with tempfile.TemporaryDirectory(prefix="nmt-bert-bench-run-") as tmp:
-        setup, log = _setup(str(args.data), config, Path(tmp))
-        data = setup.train_data
+        trainer = stage1_trainer(args, config, Path(tmp))
+        data = trainer.setup.train_data
         epochs = {side: token_batches(data.src_lens, data.tgt_lens, t.batch_tokens, t.seed, 0,
                                       sort_by=side) for side in ("source", "target")}
-        trainer = Trainer(setup, log.run, common.device_of(args.device), log)
-        trainer.begin_stage(1)
-        for _ in range(3):
-            trainer.train_step()
         seconds, tokens = dict.fromkeys(epochs, 0.0), dict.fromkeys(epochs, 0)
         for i in range(steps):
             for side in ("source", "target") if i % 2 else ("target", "source"):
@@ -163,16 +166,10 @@ def batch_rows(args, config, steps: int) -> list[dict]:
                 out = trainer.train_step()
                 seconds[side] += time.perf_counter() - start
                 tokens[side] += out["tokens"]
-    rows = []
-    for side, batches in epochs.items():
-        real = {n: sum(int(lens[b].sum()) for b in batches) for n, lens in
-                (("src", data.src_lens), ("tgt", data.tgt_lens))}
-        padded = {n: sum(len(b) * int(lens[b].max()) for b in batches) for n, lens in
-                  (("src", data.src_lens), ("tgt", data.tgt_lens))}
-        rows.append({"system": f"sorted by {side} first", "tok_s": tokens[side] / seconds[side],
-                     "batches": len(batches), "src_eff": real["src"] / padded["src"],
-                     "tgt_eff": real["tgt"] / padded["tgt"], "steps": steps})
-    return rows
+    return [{"system": f"sorted by {side} first", "tok_s": tokens[side] / seconds[side],
+             "batches": len(batches), "src_eff": efficiency(data.src_lens, batches),
+             "tgt_eff": efficiency(data.tgt_lens, batches), "steps": steps}
+            for side, batches in epochs.items()]
 
 
 def main() -> None:
