@@ -124,6 +124,34 @@ def stage_sort(setting: str, stage: int) -> str:
     return "target" if stage == 1 else "source"
 
 
+class EpochBatches:
+    """The training batches, epoch after epoch, drawn at a run's (epoch, position).
+
+    The batches are a function of (seed, epoch, order), so a resumed run rebuilds the ones it
+    was reading. A stage that sorts otherwise (`stage_sort`) reads the rest of the epoch in
+    its own order, as a resumed run rebuilds it. `shard` keeps a replica's share.
+    """
+
+    def __init__(self, data: TokenData, batch_tokens: int, seed: int, shard=lambda b: b):
+        self.data, self.batch_tokens, self.seed, self.shard = data, batch_tokens, seed, shard
+        self.batches: list[np.ndarray] = []
+        self.sorted_by = ""
+
+    def next(self, state, sort_by: str) -> Batch:
+        """The batch at `state.position` of `state.epoch`; advances both."""
+        while True:
+            if not self.batches or sort_by != self.sorted_by:
+                self.batches = self.shard(token_batches(
+                    self.data.src_lens, self.data.tgt_lens, self.batch_tokens, self.seed,
+                    state.epoch, sort_by=sort_by))
+                self.sorted_by = sort_by
+            if state.position < len(self.batches):
+                index = self.batches[state.position]
+                state.position += 1
+                return self.data.collate(index)
+            state.epoch, state.position, self.batches = state.epoch + 1, 0, []
+
+
 def _flat(dataset, column: str) -> tuple[np.ndarray, np.ndarray]:
     """A list column as (flat values, offsets) without materialising Python lists."""
     if getattr(dataset, "_indices", None) is not None:  # a select()/shuffle() view

@@ -25,7 +25,7 @@ from nmt_bert.train.budget import TimeBudget
 from nmt_bert.caches import encoder_states_dir
 from nmt_bert.model.checkpoint import WEIGHTS, load_trainer_state, save_checkpoint
 from nmt_bert.train.curves import plot_curves
-from nmt_bert.train.batches import Batch, stage_sort, token_batches
+from nmt_bert.train.batches import Batch, EpochBatches, stage_sort
 from nmt_bert.devices import autocast_context
 from nmt_bert.train.encoder_cache import EncoderCache, build_or_load
 from nmt_bert.errors import UserError
@@ -49,8 +49,7 @@ class Trainer:
         self.state = TrainState()
         self.optimizer: torch.optim.Optimizer | None = None
         self.cache: EncoderCache | None = None
-        self.batches: list = []
-        self.batches_sorted_by = ""
+        self.batches = EpochBatches(setup.train_data, self.cfg.batch_tokens, self.cfg.seed, dist.shard)
         self.interrupts = Interrupts()  # signals wait for the step in progress to complete
         self.schedule = StageSchedule(self.cfg, log.info)  # its budget: set by `train`
 
@@ -89,21 +88,7 @@ class Trainer:
 
     # --- data -------------------------------------------------------------------------
     def next_batch(self) -> Batch:
-        data = self.setup.train_data
-        sort_by = stage_sort(self.cfg.batch_order, self.state.stage)
-        while True:
-            # A stage that sorts otherwise reads the rest of the epoch in its own order, as
-            # a resumed run rebuilds it: the batches are a function of (seed, epoch, order).
-            if not self.batches or sort_by != self.batches_sorted_by:
-                self.batches = dist.shard(token_batches(
-                    data.src_lens, data.tgt_lens, self.cfg.batch_tokens, self.cfg.seed,
-                    self.state.epoch, sort_by=sort_by))
-                self.batches_sorted_by = sort_by
-            if self.state.position < len(self.batches):
-                index = self.batches[self.state.position]
-                self.state.position += 1
-                return data.collate(index)
-            self.state.epoch, self.state.position, self.batches = self.state.epoch + 1, 0, []
+        return self.batches.next(self.state, stage_sort(self.cfg.batch_order, self.state.stage))
 
     # --- one optimizer step -----------------------------------------------------------
     def train_step(self) -> dict:
