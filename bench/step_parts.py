@@ -9,6 +9,8 @@
              alternate steps of one trainer (so a machine whose speed drifts slows both alike)
   batches    with --data: the same step on batches sorted source first and target first
              (train.batch_order), alternately; real src+tgt tokens/s and padding of each
+  dropout    with --data: the same step with dropout 0.1 at each set of sites (model.dropout,
+             model.activation_dropout, model.attention_dropout), alternately
 
     python bench/step_parts.py --data /tmp/prep-fast --recipe recipes/fast-cpu.yaml --threads 2
     python bench/step_parts.py --smoke
@@ -172,6 +174,45 @@ def batch_rows(args, config, steps: int) -> list[dict]:
             for side, batches in epochs.items()]
 
 
+DROPOUT_SITES = {  # (residual, activation, attention) rates
+    "none": (0.0, 0.0, 0.0),
+    "model.dropout 0.1 (embeddings, adapter, sublayer outputs)": (0.1, 0.0, 0.0),
+    "+ activation_dropout 0.1 (FFN hidden units)": (0.1, 0.1, 0.0),
+    "+ attention_dropout 0.1 (attention weights)": (0.1, 0.0, 0.1),
+    "all three 0.1 (every site, as before)": (0.1, 0.1, 0.1),
+}
+
+
+def set_dropout(model, residual: float, activation: float, attention: float) -> None:
+    """Set the rates of the model's dropout sites in place (all are read at forward time)."""
+    from torch import nn
+
+    from nmt_bert.model.decoder import DecoderLayer, MultiHeadAttention
+
+    ffn = {id(m.ffn[2]) for m in model.modules() if isinstance(m, DecoderLayer)}
+    for m in model.modules():
+        if isinstance(m, MultiHeadAttention):
+            m.dropout = attention
+        elif isinstance(m, nn.Dropout):
+            m.p = activation if id(m) in ffn else residual
+
+
+def dropout_rows(args, config, steps: int) -> list[dict]:
+    """The stage-1 step with dropout at each set of sites, alternately in one trainer."""
+    times = {name: [] for name in DROPOUT_SITES}
+    with tempfile.TemporaryDirectory(prefix="nmt-bert-bench-run-") as tmp:
+        trainer = stage1_trainer(args, config, Path(tmp))
+        names = list(DROPOUT_SITES)
+        for i in range(steps):
+            for name in names if i % 2 else names[::-1]:
+                set_dropout(trainer.model, *DROPOUT_SITES[name])
+                start = time.perf_counter()
+                trainer.train_step()
+                times[name].append(time.perf_counter() - start)
+    return [{"system": name, "ms": 1000 * statistics.median(t), "steps": len(t)}
+            for name, t in times.items()]
+
+
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--recipe", type=Path, default=common.REPO / "recipes" / "fast-cpu.yaml")
@@ -181,6 +222,8 @@ def main() -> None:
                    help="block sizes (float32 elements) of the blocked loss")
     p.add_argument("--steps", type=int, default=20, help="alternations of the step comparison")
     p.add_argument("--cache-dir", type=Path, help="reuse a state cache (default: build a new one)")
+    p.add_argument("--parts", default="loss,optimizer,step,batches,dropout",
+                   help="which parts to time (step, batches and dropout need --data)")
     args = p.parse_args()
     common.quiet()
     smoke = common.apply_smoke(args)
@@ -194,15 +237,21 @@ def main() -> None:
 
         config = load_config(args.recipe, args.sets)
     vocab = 97 if smoke else config.data.tgt_vocab_size
-    results = {"loss": loss_rows(args.rows, vocab, args.reps,
-                                 [int(b) for b in args.blocks.split(",")]),
-               "optimizer": optimizer_rows(config, args.reps)}
-    if args.data:  # both parts read one state cache: --cache-dir, or one built here
+    parts = args.parts.split(",")
+    results = {}
+    if "loss" in parts:
+        results["loss"] = loss_rows(args.rows, vocab, args.reps,
+                                    [int(b) for b in args.blocks.split(",")])
+    if "optimizer" in parts:
+        results["optimizer"] = optimizer_rows(config, args.reps)
+    trainer_parts = {"step": step_rows, "batches": batch_rows, "dropout": dropout_rows}
+    if args.data:  # the trainer's parts read one state cache: --cache-dir, or one built here
         own_cache = None if args.cache_dir else tempfile.mkdtemp(prefix="nmt-bert-bench-cache-")
         config.train.cache_dir = str(args.cache_dir or own_cache)
         try:
-            results["step"] = step_rows(args, config, args.steps)
-            results["batches"] = batch_rows(args, config, args.steps)
+            for part, rows in trainer_parts.items():
+                if part in parts:
+                    results[part] = rows(args, config, args.steps)
         finally:
             if own_cache:
                 shutil.rmtree(own_cache, ignore_errors=True)

@@ -66,7 +66,11 @@ class ModelConfig:
     decoder_layers: int = 3
     heads: int = 4
     ffn_dim: int = 1024
-    dropout: float = 0.1
+    dropout: float = 0.1  # on embeddings, the adapter and each decoder sublayer's output
+    # inside the decoder: on the attention weights and on the FFN's hidden units. Off by
+    # default, as in fairseq's and Marian's Transformers (MEASUREMENT PENDING)
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
     max_target_positions: int = 256
     # random: the pre-LN decoder above (BERT2RND). encoder: BERT2BERT (Rothe et al. 2020), a
     # post-LN decoder whose embeddings and layers start from the encoder checkpoint, causal,
@@ -250,6 +254,7 @@ FIELD_RANGES: dict[str, str] = {
     "model.encoder_layers": ">= 0", "model.adapter_hidden": "positive",
     "model.d_model": "positive", "model.decoder_layers": "positive", "model.heads": "positive",
     "model.ffn_dim": "positive", "model.dropout": "in [0, 1)",
+    "model.attention_dropout": "in [0, 1)", "model.activation_dropout": "in [0, 1)",
     "model.max_target_positions": "positive",
     "train.stage1_steps": ">= 0", "train.stage2_steps": ">= 0", "train.lr": "positive",
     "train.stage2_lr": ">= 0", "train.encoder_lr": ">= 0", "train.warmup_steps": ">= 0",

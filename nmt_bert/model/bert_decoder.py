@@ -24,8 +24,9 @@ from nmt_bert.model.decoder import (DecoderLayer, DecoderState, LayerState, star
 class PostNormDecoderLayer(DecoderLayer):
     """model/decoder.py's layer (same parameters and names) with BERT's post-LN order."""
 
-    def __init__(self, d_model: int, heads: int, ffn_dim: int, dropout: float, eps: float):
-        super().__init__(d_model, heads, ffn_dim, dropout)
+    def __init__(self, d_model: int, heads: int, ffn_dim: int, dropout: float, eps: float,
+                 attention_dropout: float = 0.0, activation_dropout: float = 0.0):
+        super().__init__(d_model, heads, ffn_dim, dropout, attention_dropout, activation_dropout)
         for norm in (self.norm_self, self.norm_cross, self.norm_ffn):
             norm.eps = eps
 
@@ -51,7 +52,8 @@ class BertDecoder(nn.Module):
     """The encoder's architecture as a causal decoder with cross-attention; tied output."""
 
     def __init__(self, vocab_size: int, encoder_config, layers: int, dropout: float,
-                 max_positions: int, pad_id: int = 0):
+                 max_positions: int, pad_id: int = 0, attention_dropout: float = 0.0,
+                 activation_dropout: float = 0.0):
         super().__init__()
         d = encoder_config.hidden_size
         eps = encoder_config.layer_norm_eps
@@ -60,7 +62,8 @@ class BertDecoder(nn.Module):
         self.embed_norm = nn.LayerNorm(d, eps=eps)
         self.layers = nn.ModuleList(
             PostNormDecoderLayer(d, encoder_config.num_attention_heads,
-                                 encoder_config.intermediate_size, dropout, eps)
+                                 encoder_config.intermediate_size, dropout, eps,
+                                 attention_dropout, activation_dropout)
             for _ in range(layers))
         self.drop = nn.Dropout(dropout)
         self.max_positions = max_positions

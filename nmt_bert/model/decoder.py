@@ -91,12 +91,18 @@ class MultiHeadAttention(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, d_model: int, heads: int, ffn_dim: int, dropout: float):
+    """`dropout` on each sublayer's output; `attention_dropout` on the attention weights and
+    `activation_dropout` on the FFN's hidden units (separate rates, as in fairseq and Marian:
+    each site has its own price in a step; ModelConfig has the defaults)."""
+
+    def __init__(self, d_model: int, heads: int, ffn_dim: int, dropout: float,
+                 attention_dropout: float = 0.0, activation_dropout: float = 0.0):
         super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, heads, dropout)
-        self.cross_attn = MultiHeadAttention(d_model, heads, dropout)
+        self.self_attn = MultiHeadAttention(d_model, heads, attention_dropout)
+        self.cross_attn = MultiHeadAttention(d_model, heads, attention_dropout)
         self.ffn = nn.Sequential(
-            nn.Linear(d_model, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, d_model)
+            nn.Linear(d_model, ffn_dim), nn.GELU(), nn.Dropout(activation_dropout),
+            nn.Linear(ffn_dim, d_model)
         )
         self.norm_self = nn.LayerNorm(d_model)
         self.norm_cross = nn.LayerNorm(d_model)
@@ -131,12 +137,14 @@ class Decoder(nn.Module):
     """Target embeddings tied with the output projection, learned positions, N layers."""
 
     def __init__(self, vocab_size: int, d_model: int, layers: int, heads: int, ffn_dim: int,
-                 dropout: float, max_positions: int, pad_id: int = 0):
+                 dropout: float, max_positions: int, pad_id: int = 0,
+                 attention_dropout: float = 0.0, activation_dropout: float = 0.0):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
         self.positions = nn.Embedding(max_positions, d_model)
         self.layers = nn.ModuleList(
-            DecoderLayer(d_model, heads, ffn_dim, dropout) for _ in range(layers)
+            DecoderLayer(d_model, heads, ffn_dim, dropout, attention_dropout, activation_dropout)
+            for _ in range(layers)
         )
         self.norm = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)

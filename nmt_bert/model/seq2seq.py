@@ -25,17 +25,20 @@ class Seq2Seq(nn.Module):
         self.config = config
         self.encoder = encoder
         enc_dim = encoder.config.hidden_size
+        inner_dropouts = {"attention_dropout": config.attention_dropout,
+                          "activation_dropout": config.activation_dropout}
         if config.decoder_init == "encoder":  # BERT2BERT: the decoder is the encoder's width
             self.adapter = ADAPTERS[config.adapter](enc_dim, enc_dim, config.adapter_hidden,
                                                     config.dropout)
             self.decoder = BertDecoder(tgt_vocab_size, encoder.config, config.decoder_layers,
-                                       config.dropout, config.max_target_positions, PAD)
+                                       config.dropout, config.max_target_positions, PAD,
+                                       **inner_dropouts)
         else:
             self.adapter = ADAPTERS[config.adapter](enc_dim, config.d_model,
                                                     config.adapter_hidden, config.dropout)
             self.decoder = Decoder(tgt_vocab_size, config.d_model, config.decoder_layers,
                                    config.heads, config.ffn_dim, config.dropout,
-                                   config.max_target_positions, PAD)
+                                   config.max_target_positions, PAD, **inner_dropouts)
         self.encoder_frozen = False
 
     def freeze_encoder(self, frozen: bool = True, embeddings_frozen: bool = False) -> None:
