@@ -67,10 +67,12 @@ class ModelConfig:
     heads: int = 4
     ffn_dim: int = 1024
     dropout: float = 0.1  # on embeddings, the adapter and each decoder sublayer's output
-    # inside the decoder: on the attention weights and on the FFN's hidden units. Off by
-    # default, as in fairseq's and Marian's Transformers (MEASUREMENT PENDING)
-    attention_dropout: float = 0.0
-    activation_dropout: float = 0.0
+    # inside the decoder: on the attention weights and on the FFN's hidden units (None: the
+    # rate of model.dropout). Each has its own price on a CPU: the full recipe's stage-1 step
+    # on 2 cores is 352 ms with all three at 0.1 and 299 ms with these two at 0, but an hour
+    # of the cheaper steps gave no better model (bench/README.md, "The full recipe's hour")
+    attention_dropout: float | None = None
+    activation_dropout: float | None = None
     max_target_positions: int = 256
     # random: the pre-LN decoder above (BERT2RND). encoder: BERT2BERT (Rothe et al. 2020), a
     # post-LN decoder whose embeddings and layers start from the encoder checkpoint, causal,

@@ -41,7 +41,7 @@ def check_ranges(config: Any, field_ranges: dict[str, str]) -> None:
             if hints[f.name] is float and not math.isfinite(value):
                 raise UserError(f"{key} must be a finite number, got {value}")
             allowed = field_ranges.get(key)
-            if allowed is not None and not RANGE_TESTS[allowed](value):
+            if allowed is not None and value is not None and not RANGE_TESTS[allowed](value):
                 raise UserError(f"{key} must be {allowed}, got {value}")
 
 

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 from helpers_model import build_tiny_model
+from nmt_bert.config import load_config
+from nmt_bert.errors import UserError
 from nmt_bert.model.decoder import Decoder, DecoderLayer, MultiHeadAttention
 
 
@@ -23,6 +25,20 @@ def test_each_rate_reaches_its_sites(tiny_encoder_dir):
     others = [m for m in [*model.decoder.modules(), *model.adapter.modules()]
               if isinstance(m, nn.Dropout) and id(m) not in ffn]
     assert others and all(m.p == 0.1 for m in others)
+
+
+def test_unset_inner_rates_follow_model_dropout(tiny_encoder_dir):
+    model = build_tiny_model(tiny_encoder_dir, lively=False, dropout=0.2, activation_dropout=0.0)
+    assert all(m.dropout == 0.2 for m in model.decoder.modules()
+               if isinstance(m, MultiHeadAttention))
+    assert all(m.ffn[2].p == 0.0 for m in model.decoder.modules() if isinstance(m, DecoderLayer))
+
+
+def test_rates_are_set_and_checked_like_any_key():
+    config = load_config(None, ["model.attention_dropout=0.3"])
+    assert (config.model.attention_dropout, config.model.activation_dropout) == (0.3, None)
+    with pytest.raises(UserError, match="model.activation_dropout"):
+        load_config(None, ["model.activation_dropout=1.5"])
 
 
 def decoder_logits(decoder: Decoder, seed: int) -> torch.Tensor:
