@@ -38,7 +38,8 @@ def check_ranges(config: Any, field_ranges: dict[str, str]) -> None:
         hints = typing.get_type_hints(type(values))
         for f in dataclasses.fields(values):
             key, value = f"{section.name}.{f.name}", getattr(values, f.name)
-            if hints[f.name] is float and not math.isfinite(value):
+            if hints[f.name] in (float, float | None) and value is not None \
+                    and not math.isfinite(value):
                 raise UserError(f"{key} must be a finite number, got {value}")
             allowed = field_ranges.get(key)
             if allowed is not None and value is not None and not RANGE_TESTS[allowed](value):

@@ -68,12 +68,14 @@ def test_out_of_range_value_is_one_line_naming_key_and_range(override, message):
 
 
 def keys_of_type(*types: type) -> list[str]:
-    """Every `section.key` of the config whose declared type is one of `types`."""
+    """Every `section.key` of the config whose declared type is one of `types` (or one of
+    them or None)."""
     config = Config()
     keys = []
     for section in dataclasses.fields(config):
         hints = typing.get_type_hints(type(getattr(config, section.name)))
-        keys += [f"{section.name}.{name}" for name, hint in hints.items() if hint in types]
+        keys += [f"{section.name}.{name}" for name, hint in hints.items()
+                 if hint in types or any(hint == t | None for t in types)]
     return keys
 
 
