@@ -25,7 +25,7 @@ class PostNormDecoderLayer(DecoderLayer):
     """model/decoder.py's layer (same parameters and names) with BERT's post-LN order."""
 
     def __init__(self, d_model: int, heads: int, ffn_dim: int, dropout: float, eps: float,
-                 attention_dropout: float = 0.0, activation_dropout: float = 0.0):
+                 attention_dropout: float | None = None, activation_dropout: float | None = None):
         super().__init__(d_model, heads, ffn_dim, dropout, attention_dropout, activation_dropout)
         for norm in (self.norm_self, self.norm_cross, self.norm_ffn):
             norm.eps = eps
@@ -52,8 +52,8 @@ class BertDecoder(nn.Module):
     """The encoder's architecture as a causal decoder with cross-attention; tied output."""
 
     def __init__(self, vocab_size: int, encoder_config, layers: int, dropout: float,
-                 max_positions: int, pad_id: int = 0, attention_dropout: float = 0.0,
-                 activation_dropout: float = 0.0):
+                 max_positions: int, pad_id: int = 0, attention_dropout: float | None = None,
+                 activation_dropout: float | None = None):
         super().__init__()
         d = encoder_config.hidden_size
         eps = encoder_config.layer_norm_eps

@@ -92,16 +92,18 @@ class MultiHeadAttention(nn.Module):
 
 class DecoderLayer(nn.Module):
     """`dropout` on each sublayer's output; `attention_dropout` on the attention weights and
-    `activation_dropout` on the FFN's hidden units (separate rates, as in fairseq and Marian:
-    each site has its own price in a step; ModelConfig has the defaults)."""
+    `activation_dropout` on the FFN's hidden units, each `dropout` when None (separate rates,
+    as in fairseq and Marian: each site has its own price in a step)."""
 
     def __init__(self, d_model: int, heads: int, ffn_dim: int, dropout: float,
-                 attention_dropout: float = 0.0, activation_dropout: float = 0.0):
+                 attention_dropout: float | None = None, activation_dropout: float | None = None):
         super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, heads, attention_dropout)
-        self.cross_attn = MultiHeadAttention(d_model, heads, attention_dropout)
+        attention = dropout if attention_dropout is None else attention_dropout
+        activation = dropout if activation_dropout is None else activation_dropout
+        self.self_attn = MultiHeadAttention(d_model, heads, attention)
+        self.cross_attn = MultiHeadAttention(d_model, heads, attention)
         self.ffn = nn.Sequential(
-            nn.Linear(d_model, ffn_dim), nn.GELU(), nn.Dropout(activation_dropout),
+            nn.Linear(d_model, ffn_dim), nn.GELU(), nn.Dropout(activation),
             nn.Linear(ffn_dim, d_model)
         )
         self.norm_self = nn.LayerNorm(d_model)
@@ -138,7 +140,7 @@ class Decoder(nn.Module):
 
     def __init__(self, vocab_size: int, d_model: int, layers: int, heads: int, ffn_dim: int,
                  dropout: float, max_positions: int, pad_id: int = 0,
-                 attention_dropout: float = 0.0, activation_dropout: float = 0.0):
+                 attention_dropout: float | None = None, activation_dropout: float | None = None):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
         self.positions = nn.Embedding(max_positions, d_model)

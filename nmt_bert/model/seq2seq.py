@@ -25,9 +25,8 @@ class Seq2Seq(nn.Module):
         self.config = config
         self.encoder = encoder
         enc_dim = encoder.config.hidden_size
-        inner_dropouts = {name: config.dropout if rate is None else rate for name, rate in
-                          (("attention_dropout", config.attention_dropout),
-                           ("activation_dropout", config.activation_dropout))}
+        inner_dropouts = {"attention_dropout": config.attention_dropout,  # None: config.dropout
+                          "activation_dropout": config.activation_dropout}
         if config.decoder_init == "encoder":  # BERT2BERT: the decoder is the encoder's width
             self.adapter = ADAPTERS[config.adapter](enc_dim, enc_dim, config.adapter_hidden,
                                                     config.dropout)
