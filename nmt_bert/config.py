@@ -70,7 +70,7 @@ class ModelConfig:
     # inside the decoder: on the attention weights and on the FFN's hidden units (None: the
     # rate of model.dropout). Each has its own price on a CPU: the full recipe's stage-1 step
     # on 2 cores is 352 ms with all three at 0.1 and 299 ms with these two at 0, but an hour
-    # of the cheaper steps gave no better model (bench/README.md, "The full recipe's hour")
+    # of the cheaper steps gave no better model (bench/README.md, "The recipes re-measured")
     attention_dropout: float | None = None
     activation_dropout: float | None = None
     max_target_positions: int = 256
