@@ -127,26 +127,38 @@ def efficiency(lens, batches) -> float:
                                                           for b in batches)
 
 
+def alternate_steps(args, config, settings: dict, steps: int) -> list[dict]:
+    """Time the product's stage-1 step under each setting, alternately in one trainer (the
+    order reversed every other round): `settings` maps a row name to a function that puts
+    the trainer into that setting before its step."""
+    times = {name: [] for name in settings}
+    with tempfile.TemporaryDirectory(prefix="nmt-bert-bench-run-") as tmp:
+        trainer = stage1_trainer(args, config, Path(tmp))
+        names = list(settings)
+        for i in range(steps):
+            for name in names if i % 2 else names[::-1]:
+                settings[name](trainer)
+                start = time.perf_counter()
+                trainer.train_step()
+                times[name].append(time.perf_counter() - start)
+    return [{"system": name, "ms": 1000 * statistics.median(t), "mean_ms": 1000 * statistics.mean(t),
+             "steps": len(t)} for name, t in times.items()]
+
+
 def step_rows(args, config, steps: int) -> list[dict]:
     """Alternate the two losses step by step in the product's stage-1 trainer."""
     import nmt_bert.train.trainer as trainer_module
 
     ours = trainer_module.label_smoothed_loss
-    times = {"plain F.cross_entropy (before)": [], "model/loss.py (product)": []}
-    with tempfile.TemporaryDirectory(prefix="nmt-bert-bench-run-") as tmp:
-        trainer = stage1_trainer(args, config, Path(tmp))
-        fns = list(zip(times, (plain_loss, ours)))
-        try:
-            for i in range(steps):
-                for name, fn in fns if i % 2 else fns[::-1]:
-                    trainer_module.label_smoothed_loss = fn
-                    start = time.perf_counter()
-                    trainer.train_step()
-                    times[name].append(time.perf_counter() - start)
-        finally:
-            trainer_module.label_smoothed_loss = ours
-    return [{"system": name, "ms": 1000 * statistics.median(t), "mean_ms": 1000 * statistics.mean(t),
-             "steps": len(t)} for name, t in times.items()]
+
+    def use(fn):
+        return lambda trainer: setattr(trainer_module, "label_smoothed_loss", fn)
+
+    try:
+        return alternate_steps(args, config, {"plain F.cross_entropy (before)": use(plain_loss),
+                                              "model/loss.py (product)": use(ours)}, steps)
+    finally:
+        trainer_module.label_smoothed_loss = ours
 
 
 def batch_rows(args, config, steps: int) -> list[dict]:
@@ -199,18 +211,9 @@ def set_dropout(model, residual: float, activation: float, attention: float) -> 
 
 def dropout_rows(args, config, steps: int) -> list[dict]:
     """The stage-1 step with dropout at each set of sites, alternately in one trainer."""
-    times = {name: [] for name in DROPOUT_SITES}
-    with tempfile.TemporaryDirectory(prefix="nmt-bert-bench-run-") as tmp:
-        trainer = stage1_trainer(args, config, Path(tmp))
-        names = list(DROPOUT_SITES)
-        for i in range(steps):
-            for name in names if i % 2 else names[::-1]:
-                set_dropout(trainer.model, *DROPOUT_SITES[name])
-                start = time.perf_counter()
-                trainer.train_step()
-                times[name].append(time.perf_counter() - start)
-    return [{"system": name, "ms": 1000 * statistics.median(t), "steps": len(t)}
-            for name, t in times.items()]
+    return alternate_steps(args, config, {
+        name: lambda trainer, rates=rates: set_dropout(trainer.model, *rates)
+        for name, rates in DROPOUT_SITES.items()}, steps)
 
 
 def main() -> None:
