@@ -2,7 +2,7 @@
 
 Sections and keys are checked by name against the dataclasses' fields, each value is
 coerced to its field's declared type, and numbers are checked against the range named for
-them (config.FIELD_RANGES). Every failure is a one-line UserError naming the key. Nothing
+them (config_rules.FIELD_RANGES). Every failure is a one-line UserError naming the key. Nothing
 here knows the sections themselves: config.py declares them.
 """
 

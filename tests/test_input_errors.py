@@ -13,7 +13,7 @@ import pytest
 from helpers_model import build_tiny_checkpoint
 from typer.testing import CliRunner
 
-import nmt_bert.config as config_module
+import nmt_bert.config_rules as config_rules
 import nmt_bert.metrics as metrics
 from conftest import tiny_sets
 from nmt_bert.cli import app
@@ -89,7 +89,7 @@ def test_every_float_field_rejects_non_finite_values(value):
 
 
 def test_every_numeric_field_has_a_range():
-    assert set(keys_of_type(int, float)) == set(config_module.FIELD_RANGES)
+    assert set(keys_of_type(int, float)) == set(config_rules.FIELD_RANGES)
 
 
 def test_dev_and_test_fractions_must_leave_training_data():

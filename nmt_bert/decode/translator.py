@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from nmt_bert.config import DecodeConfig, apply_override, validate
+from nmt_bert.config import DecodeConfig, apply_override
+from nmt_bert.config_rules import validate
 from nmt_bert.data.protected_spans import Protector, placeholder_symbols
 from nmt_bert.devices import autocast_context, resolve_device
 from nmt_bert.model.encoders import encoder_max_tokens

@@ -44,7 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from nmt_bert.config import DecodeConfig, apply_override, config_from_dict, read_yaml, validate
+from nmt_bert.config import DecodeConfig, apply_override, config_from_dict, read_yaml
+from nmt_bert.config_rules import validate
 from nmt_bert.cpu import usable_cores
 from nmt_bert.data.protected_spans import Protector
 from nmt_bert.decode.length_penalty import normalised
