@@ -29,7 +29,7 @@ from _measure import run_command
 B2B_SETS = ["data.target_tokenizer=encoder", "model.decoder_init=encoder",
             "model.decoder_source_layers=first", "train.lr=0.0005"]
 SYSTEMS = ("bert2rnd", "bert2bert", "hf-bert2bert")
-CLI = [sys.executable, "-m", "nmt_bert.cli"]
+CLI = [sys.executable, "-m", "nmt_bert"]
 
 
 def prepare(out: Path, recipe: str, sets: list[str], corpus: list[str], log: Path) -> None:

@@ -1,39 +1,25 @@
-"""The `nmt-bert` command line: thin commands, each handing off to one library function.
-
-This is the only module that imports typer. Errors the user can fix (UserError) print one
-line and exit 1; anything else prints one line too unless --debug asks for the traceback.
-Usage errors are one line as well (exit 2), and SIGTERM stops any command as Ctrl-C does:
-temporaries are removed and finished outputs stay as they were.
-"""
+"""The commands: each checks its options and hands off to one library function."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import os
 import signal
-import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Callable, Optional, TypeVar
+from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
 from nmt_bert import __version__
-from nmt_bert.cpu import share_cores_politely
+from nmt_bert.cli.errors import DEBUG, err_console, friendly_errors
+from nmt_bert.cli.options import (BudgetOpt, DeviceOpt, ModelOpt, RecipeOpt, SeedOpt, SetOpt,
+                                  config_from_options)
 from nmt_bert.errors import UserError, first_line
 
 try:  # recent typer releases carry their own copy of click
     from typer._click import exceptions as click_errors
 except ImportError:  # pragma: no cover
     from click import exceptions as click_errors
-
-# Library progress bars (weights loading, dataset maps) are not ours to show: our own bars
-# and summaries say what happens. Set before transformers or datasets are imported.
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-share_cores_politely()  # before torch is imported: see nmt_bert/cpu.py
 
 app = typer.Typer(
     name="nmt-bert",
@@ -42,71 +28,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-err_console = Console(stderr=True)
-_state = {"debug": False}
-
-# Options shared by several commands: declared once so their names never drift apart.
-RecipeOpt = Annotated[
-    Optional[str], typer.Option("--recipe", "-r", help="YAML recipe overriding the defaults: "
-                                "a file, or a bundled name (fast-cpu, bible-es-en, bible-es-en-gpu).")
-]
-SetOpt = Annotated[
-    Optional[list[str]],
-    typer.Option("--set", "-s", help="Override one config value: [bold]section.key=value[/].",
-                 metavar="KEY=VALUE"),
-]
-DeviceOpt = Annotated[
-    str, typer.Option("--device", help="cpu, cuda, cuda:1, ... or auto (cuda when available).")
-]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (train.seed).")]
-BudgetOpt = Annotated[
-    Optional[str], typer.Option("--time-budget", help="Wall-clock budget such as 15m, 90s or "
-                                "1.5h: the schedule is fitted to it (train.max_minutes).")
-]
-ModelOpt = Annotated[
-    Optional[Path], typer.Option("--model", "-m", help="Run directory or checkpoint directory "
-                                 "(default: $NMT_BERT_MODEL, else the newest finished run "
-                                 "under ./runs/).")
-]
-
-F = TypeVar("F", bound=Callable)
-
-
-def friendly_errors(fn: F) -> F:
-    """Turn exceptions into one line on stderr and a non-zero exit (unless --debug)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except UserError as err:
-            if _state["debug"]:
-                raise
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]")
-            raise typer.Exit(130) from None
-        except (typer.Exit, typer.Abort):
-            raise
-        except OSError as err:  # disk full, permissions, a vanished file: name the file
-            if _state["debug"]:
-                raise
-            where = f"{err.filename}: " if err.filename else ""
-            reason = err.strerror or first_line(err)
-            err_console.print(f"[bold red]error:[/] {where}{reason}", highlight=False,
-                              soft_wrap=True)
-            raise typer.Exit(1) from None
-        except Exception as err:  # noqa: BLE001 - the user gets one line, --debug the rest
-            if _state["debug"]:
-                raise
-            err_console.print(
-                f"[bold red]error:[/] {type(err).__name__}: {first_line(err)} "
-                "(rerun with --debug for details)", highlight=False, soft_wrap=True,
-            )
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _version(value: bool) -> None:
@@ -123,7 +44,7 @@ def main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
     """Prepare corpora, train a BERT-encoder translation model, translate and score."""
-    _state["debug"] = debug
+    DEBUG["on"] = debug
     if not debug:  # library warnings are for developers; --debug shows them
         for category in (UserWarning, FutureWarning, DeprecationWarning):
             warnings.filterwarnings("ignore", category=category)
@@ -137,20 +58,6 @@ def _stop_on_sigterm() -> None:
 
     with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
         signal.signal(signal.SIGTERM, interrupt)
-
-
-def _config(recipe: Optional[str], overrides: Optional[list[str]], seed: Optional[int] = None,
-            budget: Optional[str] = None):
-    from nmt_bert.config import load_config
-
-    sets = list(overrides or [])
-    if seed is not None:
-        sets.append(f"train.seed={seed}")
-    if budget is not None:
-        from nmt_bert.train.budget import parse_minutes
-
-        sets.append(f"train.max_minutes={parse_minutes(budget)}")
-    return load_config(recipe, sets)
 
 
 @app.command()
@@ -174,7 +81,7 @@ def prepare(
 
     spec = CorpusSpec(src=src, tgt=tgt, tsv=tsv, tmx=tmx, dataset=dataset,
                       dataset_config=dataset_config, dev=dev or [], test=test or [])
-    run_prepare(spec, out, _config(recipe, set_))
+    run_prepare(spec, out, config_from_options(recipe, set_))
 
 
 @app.command()
@@ -192,7 +99,7 @@ def train(
     """Train: stage 1 with the encoder frozen, stage 2 with it unfrozen."""
     if resume is None and (data is None or out is None):
         raise UserError("give --data and --out for a new run, or --resume RUN_DIR")
-    config = None if resume is not None else _config(recipe, set_, seed, time_budget)
+    config = None if resume is not None else config_from_options(recipe, set_, seed, time_budget)
     if resume is not None and (recipe or set_ or seed is not None or time_budget):
         raise UserError("--resume continues with the run's own config (and time budget); "
                         "drop --recipe/--set/--seed/--time-budget")
@@ -270,7 +177,7 @@ def pipeline(
     from nmt_bert.train.budget import parse_minutes
 
     minutes = parse_minutes(time_budget) if time_budget is not None else None
-    run_pipeline(out, _config(recipe, set_), device=device, budget_minutes=minutes)
+    run_pipeline(out, config_from_options(recipe, set_), device=device, budget_minutes=minutes)
 
 
 @app.command()
@@ -308,6 +215,3 @@ def run(argv: list[str] | None = None) -> int:
         return 1
     return result if isinstance(result, int) else 0
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run())
