@@ -38,7 +38,7 @@ def check_ranges(config: Any, field_ranges: dict[str, str]) -> None:
         hints = typing.get_type_hints(type(values))
         for f in dataclasses.fields(values):
             key, value = f"{section.name}.{f.name}", getattr(values, f.name)
-            if hints[f.name] in (float, float | None) and value is not None \
+            if value is not None and without_none(hints[f.name]) is float \
                     and not math.isfinite(value):
                 raise UserError(f"{key} must be a finite number, got {value}")
             allowed = field_ranges.get(key)
@@ -92,6 +92,14 @@ def _set_field(section: Any, dotted: str, key: str, value: Any, source: str) -> 
     setattr(section, key, _coerce(value, hints[key], dotted, source))
 
 
+def without_none(hint: Any) -> Any:
+    """A declared type without its None (float for `float | None`; the first other member
+    of a wider union); any other type as it is."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
 def _coerce(value: Any, expected: Any, dotted: str, source: str) -> Any:
     """Check `value` against a field's declared type; ints are accepted where floats are."""
     origin = typing.get_origin(expected)
@@ -110,11 +118,9 @@ def _coerce(value: Any, expected: Any, dotted: str, source: str) -> Any:
         (inner,) = typing.get_args(expected)
         return [_coerce(v, inner, dotted, source) for v in value]
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(expected)
-        if value is None and type(None) in args:
+        if value is None and type(None) in typing.get_args(expected):
             return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], dotted, source)
+        return _coerce(value, without_none(expected), dotted, source)
     if expected is float and isinstance(value, str):
         # YAML 1.1 reads "2e-4" (no dot) as a string; users mean a number.
         try:

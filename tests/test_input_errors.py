@@ -18,6 +18,7 @@ import nmt_bert.metrics as metrics
 from conftest import tiny_sets
 from nmt_bert.cli import app
 from nmt_bert.config import Config, load_config
+from nmt_bert.config_fields import without_none
 from nmt_bert.data.corpora import read_tsv
 from nmt_bert.errors import UserError
 from nmt_bert.decode.translator import Translator
@@ -75,7 +76,7 @@ def keys_of_type(*types: type) -> list[str]:
     for section in dataclasses.fields(config):
         hints = typing.get_type_hints(type(getattr(config, section.name)))
         keys += [f"{section.name}.{name}" for name, hint in hints.items()
-                 if hint in types or any(hint == t | None for t in types)]
+                 if without_none(hint) in types]
     return keys
 
 
