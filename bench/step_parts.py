@@ -11,6 +11,9 @@
              (train.batch_order), alternately; real src+tgt tokens/s and padding of each
   dropout    with --data: the same step with dropout 0.1 at each set of sites (model.dropout,
              model.activation_dropout, model.attention_dropout), alternately
+  projections  with --data: the same step with each attention's projections as separate
+             matmuls (the product) and joined into one (q, k, v of self-attention; k, v of
+             the memory), alternately
 
     python bench/step_parts.py --data /tmp/prep-fast --recipe recipes/fast-cpu.yaml --threads 2
     python bench/step_parts.py --smoke
@@ -216,6 +219,34 @@ def dropout_rows(args, config, steps: int) -> list[dict]:
         for name, rates in DROPOUT_SITES.items()}, steps)
 
 
+def joined_projections(attn, x, *names):
+    """The attention's projections as one matmul: weights (n * D, D) joined for each call."""
+    import torch
+    import torch.nn.functional as F
+
+    linears = [getattr(attn, name) for name in names]
+    weight = torch.cat([linear.weight for linear in linears])  # (n * D, D)
+    bias = torch.cat([linear.bias for linear in linears])  # (n * D,)
+    return F.linear(x, weight, bias).chunk(len(names), dim=-1)  # n x (B, t, D)
+
+
+def projection_rows(args, config, steps: int) -> list[dict]:
+    """The stage-1 step with separate and with joined attention projections, alternately."""
+    from nmt_bert.model.decoder import MultiHeadAttention
+
+    separate = MultiHeadAttention.project
+
+    def use(fn):
+        return lambda trainer: setattr(MultiHeadAttention, "project", fn)
+
+    try:
+        return alternate_steps(args, config, {"separate q, k, v (product)": use(separate),
+                                              "joined into one matmul": use(joined_projections)},
+                               steps)
+    finally:
+        MultiHeadAttention.project = separate
+
+
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--recipe", type=Path, default=common.REPO / "recipes" / "fast-cpu.yaml")
@@ -225,8 +256,9 @@ def main() -> None:
                    help="block sizes (float32 elements) of the blocked loss")
     p.add_argument("--steps", type=int, default=20, help="alternations of the step comparison")
     p.add_argument("--cache-dir", type=Path, help="reuse a state cache (default: build a new one)")
-    p.add_argument("--parts", default="loss,optimizer,step,batches,dropout",
-                   help="which parts to time (step, batches and dropout need --data)")
+    p.add_argument("--parts", default="loss,optimizer,step,batches,dropout,projections",
+                   help="which parts to time (step, batches, dropout and projections need "
+                        "--data)")
     args = p.parse_args()
     common.quiet()
     smoke = common.apply_smoke(args)
@@ -247,7 +279,8 @@ def main() -> None:
                                     [int(b) for b in args.blocks.split(",")])
     if "optimizer" in parts:
         results["optimizer"] = optimizer_rows(config, args.reps)
-    trainer_parts = {"step": step_rows, "batches": batch_rows, "dropout": dropout_rows}
+    trainer_parts = {"step": step_rows, "batches": batch_rows, "dropout": dropout_rows,
+                     "projections": projection_rows}
     if args.data:  # the trainer's parts read one state cache: --cache-dir, or one built here
         own_cache = None if args.cache_dir else tempfile.mkdtemp(prefix="nmt-bert-bench-cache-")
         config.train.cache_dir = str(args.cache_dir or own_cache)

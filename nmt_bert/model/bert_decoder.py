@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from nmt_bert.model.decoder import (DecoderLayer, DecoderState, LayerState, start_state,
-                                    step_positions)
+from nmt_bert.model.decoder import (DecoderLayer, DecoderState, LayerState, self_attention,
+                                    start_state, step_positions)
 
 
 class PostNormDecoderLayer(DecoderLayer):
@@ -33,15 +33,9 @@ class PostNormDecoderLayer(DecoderLayer):
     def forward(self, x: Tensor, state: LayerState, memory_mask: Tensor, incremental: bool,
                 beams: int = 1) -> Tensor:
         """x: (B, t, D), the whole prefix (training) or just the newest position (incremental)."""
-        attn = self.self_attn
-        k, v = attn.split(attn.k(x)), attn.split(attn.v(x))  # (B, H, t, Dh)
-        if incremental:
-            if state.self_k is not None:
-                k = torch.cat([state.self_k, k], dim=2)
-                v = torch.cat([state.self_v, v], dim=2)
-            state.self_k, state.self_v = k, v
-        x = self.norm_self(x + self.drop(attn.attend(attn.q(x), k, v, None,
-                                                     causal=not incremental)))
+        q, k, v = self_attention(self.self_attn, x, state, incremental)
+        x = self.norm_self(x + self.drop(self.self_attn.attend(q, k, v, None,
+                                                               causal=not incremental)))
         cross = self.cross_attn
         x = self.norm_cross(x + self.drop(cross.attend(
             cross.q(x), state.memory_k, state.memory_v, memory_mask, causal=False, group=beams)))

@@ -75,6 +75,14 @@ class MultiHeadAttention(nn.Module):
         b, t, d = x.shape
         return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)  # (B, H, t, Dh)
 
+    def project(self, x: Tensor, *names: str) -> tuple[Tensor, ...]:
+        """x (B, t, D) through the named projections ("q", "k", "v"): n x (B, t, D).
+
+        One matmul each: joined into one (D, n * D) product they made a stage-1 step on CPU
+        no faster (bench/step_parts.py --parts projections), so they stay apart.
+        """
+        return tuple(getattr(self, name)(x) for name in names)
+
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool,
                group: int = 1) -> Tensor:
         """q: (B, t, D); k, v: (B / group, H, S, Dh) -> (B, t, D).
@@ -112,22 +120,15 @@ class DecoderLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
-        attn = self.cross_attn
-        return attn.split(attn.k(memory)), attn.split(attn.v(memory))  # 2 x (B, H, S, Dh)
+        k, v = self.cross_attn.project(memory, "k", "v")
+        return self.cross_attn.split(k), self.cross_attn.split(v)  # 2 x (B, H, S, Dh)
 
     def forward(self, x: Tensor, state: LayerState, memory_mask: Tensor, incremental: bool,
                 beams: int = 1) -> Tensor:
         """x: (B, t, D), the whole prefix (training) or just the newest position (incremental)."""
-        h = self.norm_self(x)
-        attn = self.self_attn
-        k, v = attn.split(attn.k(h)), attn.split(attn.v(h))  # (B, H, t, Dh)
-        if incremental:
-            if state.self_k is not None:
-                k = torch.cat([state.self_k, k], dim=2)
-                v = torch.cat([state.self_v, v], dim=2)
-            state.self_k, state.self_v = k, v
+        q, k, v = self_attention(self.self_attn, self.norm_self(x), state, incremental)
         # One new query attends to every cached key, so causality needs no mask then.
-        x = x + self.drop(attn.attend(attn.q(h), k, v, None, causal=not incremental))
+        x = x + self.drop(self.self_attn.attend(q, k, v, None, causal=not incremental))
         h = self.norm_cross(x)
         x = x + self.drop(self.cross_attn.attend(
             self.cross_attn.q(h), state.memory_k, state.memory_v, memory_mask, causal=False,
@@ -177,6 +178,20 @@ class Decoder(nn.Module):
         if incremental:
             state.step += t
         return self.norm(x) @ self.embed.weight.t()  # (B, T, V)
+
+
+def self_attention(attn: MultiHeadAttention, h: Tensor, state: LayerState,
+                   incremental: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Queries (B, t, D), keys and values (B, H, t', Dh) of `h` (B, t, D); incrementally the
+    keys and values extend the layer's cache (t' = positions decoded so far)."""
+    q, k, v = attn.project(h, "q", "k", "v")
+    k, v = attn.split(k), attn.split(v)  # (B, H, t, Dh)
+    if incremental:
+        if state.self_k is not None:
+            k = torch.cat([state.self_k, k], dim=2)
+            v = torch.cat([state.self_v, v], dim=2)
+        state.self_k, state.self_v = k, v
+    return q, k, v
 
 
 def start_state(layers: nn.ModuleList, memory: Tensor, source_mask: Tensor,
