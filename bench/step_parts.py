@@ -14,6 +14,12 @@
   projections  with --data: the same step with each attention's projections as separate
              matmuls (the product) and joined into one (q, k, v of self-attention; k, v of
              the memory), alternately
+  masks      with --data: the same step with dropout masks from model/dropout.py (the
+             product) and from torch's dropout, alternately (with a recipe that has
+             dropout; --stage 2 for the encoder's own dropout)
+  compile    with --data: the same step eager and through torch.compile (each mode of
+             --compile-modes, dynamic shapes, a fresh inductor cache), alternately; the
+             first compiled step's seconds (the compile) are printed apart
 
     python bench/step_parts.py --data /tmp/prep-fast --recipe recipes/fast-cpu.yaml --threads 2
     python bench/step_parts.py --smoke
@@ -112,13 +118,16 @@ def optimizer_rows(config, reps: int) -> list[dict]:
 
 
 def stage1_trainer(args, config, run_dir: Path):
-    """The product's trainer at the start of stage 1 (state cache attached), warmed by 3 steps."""
+    """The product's trainer at the start of stage 1 (state cache attached), or of stage 2
+    with --stage 2, warmed by 3 steps."""
     from nmt_bert.train.training import Trainer
     from train_throughput import _setup
 
     setup, log = _setup(str(args.data), config, run_dir)
     trainer = Trainer(setup, log.run, common.device_of(args.device), log)
     trainer.begin_stage(1)
+    if args.stage == 2:
+        trainer.begin_stage(2)
     for _ in range(3):
         trainer.train_step()
     return trainer
@@ -145,7 +154,7 @@ def alternate_steps(args, config, settings: dict, steps: int) -> list[dict]:
                 trainer.train_step()
                 times[name].append(time.perf_counter() - start)
     return [{"system": name, "ms": 1000 * statistics.median(t), "mean_ms": 1000 * statistics.mean(t),
-             "steps": len(t)} for name, t in times.items()]
+             "times_s": t, "steps": len(t)} for name, t in times.items()]
 
 
 def step_rows(args, config, steps: int) -> list[dict]:
@@ -247,6 +256,53 @@ def projection_rows(args, config, steps: int) -> list[dict]:
         MultiHeadAttention.project = separate
 
 
+def mask_rows(args, config, steps: int) -> list[dict]:
+    """The step with dropout masks drawn by model/dropout.py and by torch, alternately."""
+    from nmt_bert.model import dropout
+
+    def use(ours: bool):
+        return lambda trainer: setattr(dropout, "CPU_MASKS", ours)
+
+    try:
+        return alternate_steps(args, config, {"torch's dropout (before)": use(False),
+                                              "model/dropout.py (product)": use(True)}, steps)
+    finally:
+        dropout.CPU_MASKS = True
+
+
+def compile_rows(args, config, steps: int) -> list[dict]:
+    """The stage-1 step eager and compiled (each of --compile-modes), alternately in one
+    trainer. Inductor's cache lives in a fresh directory, so the first compiled step pays
+    the whole compile, as a user's first run would."""
+    import os
+
+    import torch
+
+    modes = args.compile_modes.split(",")
+    with tempfile.TemporaryDirectory(prefix="nmt-bert-bench-inductor-") as cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+        compiled: dict = {}
+
+        def use(mode):
+            def put(trainer):
+                if "eager" not in compiled:
+                    compiled["eager"] = trainer.ddp_model
+                if mode not in compiled:
+                    compiled[mode] = torch.compile(compiled["eager"], dynamic=True,
+                                                   mode=None if mode == "default" else mode)
+                trainer.ddp_model = compiled[mode]
+            return put
+
+        rows = alternate_steps(args, config, {
+            "eager (product)": use("eager"),
+            **{f"torch.compile, mode {mode}": use(mode) for mode in modes}}, steps + 1)
+    for row in rows:  # the first step of each apart: it holds the compile
+        after = row["times_s"][1:]
+        row.update(first_s=row["times_s"][0], ms=1000 * statistics.median(after),
+                   mean_ms=1000 * statistics.mean(after), steps=len(after))
+    return rows
+
+
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--recipe", type=Path, default=common.REPO / "recipes" / "fast-cpu.yaml")
@@ -256,9 +312,16 @@ def main() -> None:
                    help="block sizes (float32 elements) of the blocked loss")
     p.add_argument("--steps", type=int, default=20, help="alternations of the step comparison")
     p.add_argument("--cache-dir", type=Path, help="reuse a state cache (default: build a new one)")
-    p.add_argument("--parts", default="loss,optimizer,step,batches,dropout,projections",
-                   help="which parts to time (step, batches, dropout and projections need "
-                        "--data)")
+    p.add_argument("--parts", default="loss,optimizer,step,batches,dropout,projections,masks",
+                   help="which parts to time (step, batches, dropout, projections, masks and "
+                        "compile need --data; compile is not in the default, its compile takes a "
+                        "minute or more)")
+    p.add_argument("--stage", type=int, choices=(1, 2), default=1,
+                   help="the stage whose step the trainer's parts time (2: the encoder "
+                        "trainable, no state cache)")
+    p.add_argument("--compile-modes", default="default",
+                   help="torch.compile modes of the compile part, comma-separated "
+                        "(default, max-autotune-no-cudagraphs, ...)")
     args = p.parse_args()
     common.quiet()
     smoke = common.apply_smoke(args)
@@ -280,7 +343,8 @@ def main() -> None:
     if "optimizer" in parts:
         results["optimizer"] = optimizer_rows(config, args.reps)
     trainer_parts = {"step": step_rows, "batches": batch_rows, "dropout": dropout_rows,
-                     "projections": projection_rows}
+                     "projections": projection_rows, "masks": mask_rows,
+                     "compile": compile_rows}
     if args.data:  # the trainer's parts read one state cache: --cache-dir, or one built here
         own_cache = None if args.cache_dir else tempfile.mkdtemp(prefix="nmt-bert-bench-cache-")
         config.train.cache_dir = str(args.cache_dir or own_cache)
@@ -299,6 +363,10 @@ def main() -> None:
                                       ("batches", "batches an epoch", "d"),
                                       ("src_eff", "src real/padded", ".3f"),
                                       ("tgt_eff", "tgt real/padded", ".3f")])
+        elif part == "compile":
+            common.print_table(rows, [("system", "system", ""), ("ms", "median ms", ".1f"),
+                                      ("mean_ms", "mean ms", ".1f"),
+                                      ("first_s", "first step s", ".1f")])
         else:
             common.print_table(rows, [("system", "system", ""), ("ms", "median ms", ".1f")])
     common.write_json(args.out, {"benchmark": "step_parts", "machine": common.machine_info("cpu"),

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from nmt_bert.model.dropout import Dropout
+
 
 class Adapter(nn.Module):
     """Maps encoder states (B, S, E) to decoder memory (B, S, D).
@@ -32,10 +34,10 @@ class MlpAdapter(Adapter):
         super().__init__(enc_dim, d_model, hidden, dropout)
         self.proj = nn.Linear(enc_dim, d_model) if enc_dim != d_model else nn.Identity()
         self.mlp = nn.Sequential(
-            nn.Linear(d_model, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, d_model)
+            nn.Linear(d_model, hidden), nn.GELU(), Dropout(dropout), nn.Linear(hidden, d_model)
         )
         self.norm = nn.LayerNorm(d_model)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, states: Tensor) -> Tensor:
         x = self.proj(states)

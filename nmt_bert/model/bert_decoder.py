@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from nmt_bert.model.decoder import (DecoderLayer, DecoderState, LayerState, self_attention,
                                     start_state, step_positions)
+from nmt_bert.model.dropout import Dropout
 
 
 class PostNormDecoderLayer(DecoderLayer):
@@ -59,7 +60,7 @@ class BertDecoder(nn.Module):
                                  encoder_config.intermediate_size, dropout, eps,
                                  attention_dropout, activation_dropout)
             for _ in range(layers))
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.max_positions = max_positions
 
     def start(self, memory: Tensor, source_mask: Tensor, beams: int = 1) -> DecoderState:

@@ -13,10 +13,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt_bert.devices import attention_kernels
+from nmt_bert.model.dropout import Dropout, attend
 
 
 @dataclass
@@ -93,8 +93,7 @@ class MultiHeadAttention(nn.Module):
         p = self.dropout if self.training else 0.0
         b, t, d = q.shape
         q = q.reshape(b // group, group * t, self.heads, d // self.heads).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
-                                           is_causal=causal)  # (B / group, H, group * t, Dh)
+        y = attend(q, k, v, mask, causal, p)  # (B / group, H, group * t, Dh)
         return self.out(y.transpose(1, 2).reshape(b, t, d))  # (B, t, D)
 
 
@@ -111,13 +110,13 @@ class DecoderLayer(nn.Module):
         self.self_attn = MultiHeadAttention(d_model, heads, attention)
         self.cross_attn = MultiHeadAttention(d_model, heads, attention)
         self.ffn = nn.Sequential(
-            nn.Linear(d_model, ffn_dim), nn.GELU(), nn.Dropout(activation),
+            nn.Linear(d_model, ffn_dim), nn.GELU(), Dropout(activation),
             nn.Linear(ffn_dim, d_model)
         )
         self.norm_self = nn.LayerNorm(d_model)
         self.norm_cross = nn.LayerNorm(d_model)
         self.norm_ffn = nn.LayerNorm(d_model)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
         k, v = self.cross_attn.project(memory, "k", "v")
@@ -150,7 +149,7 @@ class Decoder(nn.Module):
             for _ in range(layers)
         )
         self.norm = nn.LayerNorm(d_model)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.scale = math.sqrt(d_model)
         self.max_positions = max_positions
         nn.init.normal_(self.embed.weight, std=d_model**-0.5)

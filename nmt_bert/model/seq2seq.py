@@ -16,6 +16,7 @@ from nmt_bert.config import ModelConfig
 from nmt_bert.model.adapters import ADAPTERS
 from nmt_bert.model.bert_decoder import BertDecoder, pretrained_parameters
 from nmt_bert.model.decoder import Decoder, DecoderState
+from nmt_bert.model.dropout import use_on_encoder
 from nmt_bert.model.special_tokens import PAD
 
 
@@ -24,6 +25,7 @@ class Seq2Seq(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = encoder
+        use_on_encoder(encoder)  # its dropout on our CPU masks (model/dropout.py)
         enc_dim = encoder.config.hidden_size
         inner_dropouts = {"attention_dropout": config.attention_dropout,  # None: config.dropout
                           "activation_dropout": config.activation_dropout}
