@@ -69,9 +69,10 @@ class ModelConfig:
     ffn_dim: int = 1024
     dropout: float = 0.1  # on embeddings, the adapter and each decoder sublayer's output
     # inside the decoder: on the attention weights and on the FFN's hidden units (None: the
-    # rate of model.dropout). Each has its own price on a CPU: the full recipe's stage-1 step
-    # on 2 cores is 352 ms with all three at 0.1 and 299 ms with these two at 0, but an hour
-    # of the cheaper steps gave no better model (bench/README.md, "The recipes re-measured")
+    # rate of model.dropout). With torch's masks the full recipe's stage-1 step on 2 cores
+    # was 352 ms with all three at 0.1 and 299 ms with these two at 0, and an hour of the
+    # cheaper steps gave no better model; with model/dropout.py's masks all three cost about
+    # 5% of a step (bench/README.md, "Dropout on CPU")
     attention_dropout: float | None = None
     activation_dropout: float | None = None
     max_target_positions: int = 256
