@@ -157,20 +157,29 @@ def alternate_steps(args, config, settings: dict, steps: int) -> list[dict]:
              "times_s": t, "steps": len(t)} for name, t in times.items()]
 
 
+def alternate_attribute(args, config, owner, attribute: str, values: dict, steps: int
+                        ) -> list[dict]:
+    """`alternate_steps` where each row is one value of `owner.attribute` (a row name maps to
+    its value); the product's value is put back afterwards."""
+    product = getattr(owner, attribute)
+
+    def use(value):
+        return lambda trainer: setattr(owner, attribute, value)
+
+    try:
+        return alternate_steps(args, config, {name: use(value) for name, value in values.items()},
+                               steps)
+    finally:
+        setattr(owner, attribute, product)
+
+
 def step_rows(args, config, steps: int) -> list[dict]:
     """Alternate the two losses step by step in the product's stage-1 trainer."""
     import nmt_bert.train.trainer as trainer_module
 
-    ours = trainer_module.label_smoothed_loss
-
-    def use(fn):
-        return lambda trainer: setattr(trainer_module, "label_smoothed_loss", fn)
-
-    try:
-        return alternate_steps(args, config, {"plain F.cross_entropy (before)": use(plain_loss),
-                                              "model/loss.py (product)": use(ours)}, steps)
-    finally:
-        trainer_module.label_smoothed_loss = ours
+    return alternate_attribute(args, config, trainer_module, "label_smoothed_loss", {
+        "plain F.cross_entropy (before)": plain_loss,
+        "model/loss.py (product)": trainer_module.label_smoothed_loss}, steps)
 
 
 def batch_rows(args, config, steps: int) -> list[dict]:
@@ -243,31 +252,17 @@ def projection_rows(args, config, steps: int) -> list[dict]:
     """The stage-1 step with separate and with joined attention projections, alternately."""
     from nmt_bert.model.decoder import MultiHeadAttention
 
-    separate = MultiHeadAttention.project
-
-    def use(fn):
-        return lambda trainer: setattr(MultiHeadAttention, "project", fn)
-
-    try:
-        return alternate_steps(args, config, {"separate q, k, v (product)": use(separate),
-                                              "joined into one matmul": use(joined_projections)},
-                               steps)
-    finally:
-        MultiHeadAttention.project = separate
+    return alternate_attribute(args, config, MultiHeadAttention, "project", {
+        "separate q, k, v (product)": MultiHeadAttention.project,
+        "joined into one matmul": joined_projections}, steps)
 
 
 def mask_rows(args, config, steps: int) -> list[dict]:
     """The step with dropout masks drawn by model/dropout.py and by torch, alternately."""
     from nmt_bert.model import dropout
 
-    def use(ours: bool):
-        return lambda trainer: setattr(dropout, "CPU_MASKS", ours)
-
-    try:
-        return alternate_steps(args, config, {"torch's dropout (before)": use(False),
-                                              "model/dropout.py (product)": use(True)}, steps)
-    finally:
-        dropout.CPU_MASKS = True
+    return alternate_attribute(args, config, dropout, "CPU_MASKS", {
+        "torch's dropout (before)": False, "model/dropout.py (product)": True}, steps)
 
 
 def compile_rows(args, config, steps: int) -> list[dict]:
