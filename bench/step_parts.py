@@ -17,6 +17,9 @@
   masks      with --data: the same step with dropout masks from model/dropout.py (the
              product) and from torch's dropout, alternately (with a recipe that has
              dropout; --stage 2 for the encoder's own dropout)
+  attention  with --data: the same step with the attention in training on a CPU as
+             model/attention.py's explicit product (the product) and as SDPA's math kernel,
+             alternately
   compile    with --data: the same step eager and through torch.compile (each mode of
              --compile-modes, dynamic shapes, a fresh inductor cache), alternately; the
              first compiled step's seconds (the compile) are printed apart
@@ -142,18 +145,23 @@ def efficiency(lens, batches) -> float:
 def alternate_steps(args, config, settings: dict, steps: int) -> list[dict]:
     """Time the product's stage-1 step under each setting, alternately in one trainer (the
     order reversed every other round): `settings` maps a row name to a function that puts
-    the trainer into that setting before its step."""
+    the trainer into that setting before its step. Each round's settings step on the same
+    batches, so batch sizes do not spread the comparison."""
     times = {name: [] for name in settings}
     with tempfile.TemporaryDirectory(prefix="nmt-bert-bench-run-") as tmp:
         trainer = stage1_trainer(args, config, Path(tmp))
-        names = list(settings)
+        names, fresh = list(settings), trainer.next_batch
         for i in range(steps):
+            batches = [fresh() for _ in range(trainer.cfg.accumulate)]
             for name in names if i % 2 else names[::-1]:
                 settings[name](trainer)
+                trainer.next_batch = iter(batches).__next__
                 start = time.perf_counter()
                 trainer.train_step()
                 times[name].append(time.perf_counter() - start)
+    first = times[names[0]]
     return [{"system": name, "ms": 1000 * statistics.median(t), "mean_ms": 1000 * statistics.mean(t),
+             "paired": statistics.median(b / a for a, b in zip(first, t)),
              "times_s": t, "steps": len(t)} for name, t in times.items()]
 
 
@@ -265,6 +273,14 @@ def mask_rows(args, config, steps: int) -> list[dict]:
         "torch's dropout (before)": False, "model/dropout.py (product)": True}, steps)
 
 
+def attention_rows(args, config, steps: int) -> list[dict]:
+    """The step with the explicit CPU attention and with SDPA's math kernel, alternately."""
+    from nmt_bert.model import attention
+
+    return alternate_attribute(args, config, attention, "CPU_EXPLICIT", {
+        "SDPA's math kernel (before)": False, "model/attention.py (product)": True}, steps)
+
+
 def compile_rows(args, config, steps: int) -> list[dict]:
     """The stage-1 step eager and compiled (each of --compile-modes), alternately in one
     trainer. Inductor's cache lives in a fresh directory, so the first compiled step pays
@@ -307,9 +323,10 @@ def main() -> None:
                    help="block sizes (float32 elements) of the blocked loss")
     p.add_argument("--steps", type=int, default=20, help="alternations of the step comparison")
     p.add_argument("--cache-dir", type=Path, help="reuse a state cache (default: build a new one)")
-    p.add_argument("--parts", default="loss,optimizer,step,batches,dropout,projections,masks",
-                   help="which parts to time (step, batches, dropout, projections, masks and "
-                        "compile need --data; compile is not in the default, its compile takes a "
+    p.add_argument("--parts",
+                   default="loss,optimizer,step,batches,dropout,projections,masks,attention",
+                   help="which parts to time (step, batches, dropout, projections, masks, "
+                        "attention and compile need --data; compile is not in the default, its compile takes a "
                         "minute or more)")
     p.add_argument("--stage", type=int, choices=(1, 2), default=1,
                    help="the stage whose step the trainer's parts time (2: the encoder "
@@ -339,7 +356,7 @@ def main() -> None:
         results["optimizer"] = optimizer_rows(config, args.reps)
     trainer_parts = {"step": step_rows, "batches": batch_rows, "dropout": dropout_rows,
                      "projections": projection_rows, "masks": mask_rows,
-                     "compile": compile_rows}
+                     "attention": attention_rows, "compile": compile_rows}
     if args.data:  # the trainer's parts read one state cache: --cache-dir, or one built here
         own_cache = None if args.cache_dir else tempfile.mkdtemp(prefix="nmt-bert-bench-cache-")
         config.train.cache_dir = str(args.cache_dir or own_cache)
@@ -362,8 +379,10 @@ def main() -> None:
             common.print_table(rows, [("system", "system", ""), ("ms", "median ms", ".1f"),
                                       ("mean_ms", "mean ms", ".1f"),
                                       ("first_s", "first step s", ".1f")])
-        else:
-            common.print_table(rows, [("system", "system", ""), ("ms", "median ms", ".1f")])
+        else:  # paired: the median over rounds of a row's step time / the first row's
+            common.print_table(rows, [("system", "system", ""), ("ms", "median ms", ".1f")]
+                               + ([("paired", "paired ratio", ".3f")] if "paired" in rows[0]
+                                  else []))
     common.write_json(args.out, {"benchmark": "step_parts", "machine": common.machine_info("cpu"),
                                  "threads": args.threads, "rows": args.rows, "vocab": vocab,
                                  **results})

@@ -111,12 +111,15 @@ def build_cache(data: str, config: dict, cache_dir: str, device: str) -> dict:
 def nmt_bert_system(system: str, data: str, config: dict, warmup: int, steps: int,
                     cache_dir: str, device: str, attention: str = "product") -> dict:
     """Systems a-d: the product's Trainer.train_step() on the product's model (`attention`
-    "torch": torch's own SDPA kernel choice instead of devices.attention_kernels)."""
+    "torch": SDPA with torch's own kernel choice, in place of model/attention.py's CPU
+    training product and devices.attention_kernels)."""
     if attention == "torch":
         import contextlib
 
+        import nmt_bert.model.attention as attention_rule
         import nmt_bert.model.decoder as decoder
 
+        attention_rule.CPU_EXPLICIT = False
         decoder.attention_kernels = lambda device: contextlib.nullcontext()
     from nmt_bert.config import config_from_dict
     from nmt_bert.train.batches import stage_sort
@@ -220,8 +223,8 @@ def main() -> None:
     p.add_argument("--cache-dir", type=Path,
                    help="where to build the encoder cache (default: a temporary directory)")
     p.add_argument("--attention", choices=["product", "torch"], default="product",
-                   help="nmt-bert's decoder attention kernels: the product's rule "
-                        "(devices.attention_kernels) or torch's own choice")
+                   help="nmt-bert's attention: the product's rule (model/attention.py, "
+                        "devices.attention_kernels) or SDPA with torch's own kernel choice")
     p.add_argument("--flops-n", type=int, default=2048, help="matmul size for the peak FLOP/s probe")
     args = p.parse_args()
     common.quiet()

@@ -1,16 +1,15 @@
 """model/dropout.py: CPU masks from 64-bit words drop at the asked rate, keep the expectation,
-follow torch's seed, and reach every site (our modules, attention weights, the encoder)."""
+follow torch's seed, and reach every site (our modules, the encoder's; the attention weights'
+are in test_attention.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from helpers_model import build_tiny_model
 from nmt_bert.model import dropout as cpu_dropout
-from nmt_bert.model.encoders import load_encoder
 
 
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
@@ -45,61 +44,6 @@ def test_masks_follow_the_seed_and_switch_off():
     assert cpu_dropout.dropout(x, 0.2, False) is x
     assert cpu_dropout.dropout(x, 0.0, True) is x
     assert torch.equal(cpu_dropout.dropout(x, 1.0, True), torch.zeros_like(x))
-
-
-@pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("mask_kind", ["none", "bool", "additive"])
-def test_attention_without_dropout_is_sdpa(causal, mask_kind):
-    g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 4, 6, 8, generator=g) for _ in range(3))  # (B, H, T, Dh)
-    keep = torch.ones(2, 1, 1, 6, dtype=torch.bool)
-    keep[0, ..., 4:] = False
-    mask = {"none": None, "bool": keep,
-            "additive": torch.zeros(keep.shape).masked_fill(~keep, float("-inf"))}[mask_kind]
-    ours = cpu_dropout.attention(q, k, v, mask, causal, 0.0)
-    theirs = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
-    assert torch.allclose(ours, theirs, atol=1e-6)
-
-
-def test_attention_drops_weights_only_in_training_form():
-    g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(1, 2, 5, 4, generator=g) for _ in range(3))
-    plain = F.scaled_dot_product_attention(q, k, v)
-    torch.manual_seed(0)
-    dropped = cpu_dropout.attend(q, k, v, None, False, 0.5)
-    assert not torch.allclose(dropped, plain, atol=1e-4)
-    assert torch.equal(cpu_dropout.attend(q, k, v, None, False, 0.0), plain)
-
-
-def test_the_encoder_drops_through_our_masks(tiny_encoder_dir):
-    encoder = load_encoder(str(tiny_encoder_dir))[0].eval()
-    ids = torch.randint(5, 90, (3, 7))
-    am = torch.ones(3, 7, dtype=torch.long)
-    am[0, 4:] = 0
-    before = encoder(input_ids=ids, attention_mask=am).last_hidden_state
-    cpu_dropout.use_on_encoder(encoder)
-    assert not any(type(m) is nn.Dropout for m in encoder.modules())
-    assert encoder.config._attn_implementation == cpu_dropout.ENCODER_ATTENTION
-    after = encoder(input_ids=ids, attention_mask=am).last_hidden_state
-    assert torch.allclose(after, before, atol=1e-5)  # eval: the same encoder
-
-    calls = []
-    real = cpu_dropout.attention
-
-    def counting(q, k, v, mask, causal, p, scale=None):
-        calls.append(p)
-        return real(q, k, v, mask, causal, p, scale)
-
-    cpu_dropout.attention, trained = counting, encoder.train()
-    try:
-        torch.manual_seed(1)
-        first = trained(input_ids=ids, attention_mask=am).last_hidden_state
-    finally:
-        cpu_dropout.attention = real
-    assert calls and all(p == trained.config.attention_probs_dropout_prob for p in calls)
-    torch.manual_seed(1)
-    assert torch.equal(trained(input_ids=ids, attention_mask=am).last_hidden_state, first)
-    assert not torch.allclose(first, before, atol=1e-4)
 
 
 def test_the_model_uses_our_dropout_everywhere(tiny_encoder_dir):

@@ -1,5 +1,6 @@
 """Dropout by site: model.dropout, model.attention_dropout and model.activation_dropout each
-reach their own modules, and a site at 0 leaves the training forward pass unchanged."""
+reach their own modules, and a site at 0 leaves the training forward pass unchanged (within
+float rounding: training on a CPU takes model/attention.py's written-out attention)."""
 
 from __future__ import annotations
 
@@ -60,7 +61,9 @@ def test_only_the_sites_with_a_rate_drop(site):
     assert torch.equal(silent.state_dict()["layers.0.ffn.0.weight"],
                        dropping.state_dict()["layers.0.ffn.0.weight"])
     reference = decoder_logits(silent.eval(), 1)
-    assert torch.equal(decoder_logits(silent.train(), 1), reference)  # no site: no change
+    # No site: no change (in training on a CPU the attention is model/attention.py's
+    # written-out product, SDPA's within float rounding).
+    torch.testing.assert_close(decoder_logits(silent.train(), 1), reference, rtol=1e-5, atol=1e-6)
     trained = decoder_logits(dropping.train(), 1)
     assert not torch.allclose(trained, reference, atol=1e-4)
     assert torch.equal(decoder_logits(dropping.train(), 1), trained)  # the seed decides

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from nmt_bert.devices import attention_kernels
-from nmt_bert.model.dropout import Dropout, attend
+from nmt_bert.model.attention import attend
+from nmt_bert.model.dropout import Dropout
 
 
 @dataclass
@@ -90,10 +91,9 @@ class MultiHeadAttention(nn.Module):
         With group K, the K consecutive query rows of one key row attend to it together:
         (M * K, t, D) queries become (M, H, K * t, Dh), so the keys are never repeated.
         """
-        p = self.dropout if self.training else 0.0
         b, t, d = q.shape
         q = q.reshape(b // group, group * t, self.heads, d // self.heads).transpose(1, 2)
-        y = attend(q, k, v, mask, causal, p)  # (B / group, H, group * t, Dh)
+        y = attend(q, k, v, mask, causal, self.dropout, self.training)  # (B/group, H, group*t, Dh)
         return self.out(y.transpose(1, 2).reshape(b, t, d))  # (B, t, D)
 
 

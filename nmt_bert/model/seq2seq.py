@@ -16,7 +16,8 @@ from nmt_bert.config import ModelConfig
 from nmt_bert.model.adapters import ADAPTERS
 from nmt_bert.model.bert_decoder import BertDecoder, pretrained_parameters
 from nmt_bert.model.decoder import Decoder, DecoderState
-from nmt_bert.model.dropout import use_on_encoder
+from nmt_bert.model.attention import set_encoder_attention
+from nmt_bert.model.dropout import swap_encoder_dropout
 from nmt_bert.model.special_tokens import PAD
 
 
@@ -25,7 +26,8 @@ class Seq2Seq(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = encoder
-        use_on_encoder(encoder)  # its dropout on our CPU masks (model/dropout.py)
+        swap_encoder_dropout(encoder)  # its dropout on our CPU masks (model/dropout.py)
+        set_encoder_attention(encoder)  # in training on a CPU, model/attention.py's product
         enc_dim = encoder.config.hidden_size
         inner_dropouts = {"attention_dropout": config.attention_dropout,  # None: config.dropout
                           "activation_dropout": config.activation_dropout}
