@@ -80,7 +80,8 @@ def attention_kernels(device: torch.device) -> contextlib.AbstractContextManager
     """The scaled-dot-product attention kernels our decoder may use on `device`. On a CPU,
     the plain (math) kernel: on sentence-length sequences the fused flash kernel's backward
     is the slower one (a stage-1 step of the fast recipe on 2 cores: 0.36-0.40 s against
-    0.53-0.57 s; bench/train_throughput.py). Elsewhere, torch's own choice."""
+    0.53-0.57 s; bench/train_throughput.py). Training on a CPU no longer calls SDPA at all
+    (model/attention.py); this is for evaluation and decoding. Elsewhere, torch's own choice."""
     if device.type != "cpu":
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel

@@ -63,3 +63,22 @@ def test_inference_mode_needs_no_graph():
         loss, nll = label_smoothed_loss(logits, labels, 0.0)
     torch.testing.assert_close(loss, nll)
     torch.testing.assert_close(nll, reference(logits, labels, 0.0)[1], rtol=1e-6, atol=1e-4)
+
+
+def test_a_scaled_bf16_gradient_stays_within_bf16_rounding():
+    """The gradient is rounded to bf16 in the forward and scaled in the backward."""
+    logits, labels = batch(torch.bfloat16, seed=3, b=16, t=30, v=400)
+    ours_in = logits.clone().requires_grad_()
+    ref_in = logits.clone().requires_grad_()
+    (label_smoothed_loss(ours_in, labels, 0.1)[0] / 437).backward()
+    (reference(ref_in, labels, 0.1)[0] / 437).backward()
+    torch.testing.assert_close(ours_in.grad.float(), ref_in.grad.float(), rtol=2e-2, atol=1e-8)
+
+
+def test_a_second_backward_of_one_forward_is_refused():
+    logits, labels = batch(torch.float32, seed=4)
+    logits.requires_grad_()
+    loss, _ = label_smoothed_loss(logits, labels, 0.1)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="one backward pass"):
+        loss.backward()

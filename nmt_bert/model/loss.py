@@ -5,11 +5,14 @@ full (N, V) float32 tensors a step: the cast, the log-probabilities kept for bac
 smoothing term's gradient and their sum. At a stage-1 batch of the fast recipe (about 2,100
 target tokens, V = 4,000) each is 34 MB, above glibc's 32 MB ceiling for reusing freed
 memory, so each is mapped afresh and its pages faulted in, and every pass runs from memory.
-Here only per-row statistics are kept (the log-sum-exp and the mean logit), both passes work
-through one cache-sized float32 block of rows at a time, and the gradient is written
-straight into the logits' dtype, as the plain path's cast back does. On 2 CPU cores the
-loss's forward and backward take 12 ms instead of 72, and a stage-1 step of the fast recipe
-0.258 s instead of 0.282 (medians of alternating steps; bench/step_parts.py, bench/README.md).
+Here one pass works through one cache-sized float32 block of rows at a time: it keeps the
+per-row statistics (the log-sum-exp and the mean logit) and, in training, writes the
+gradient from the same exponentials straight into the logits' dtype, as the plain path's
+cast back does; backward only scales it by the loss's gradient (one backward per forward).
+On 2 CPU cores the loss's forward and backward take about 8.5 ms instead of 72 (12 ms with
+a second pass that recomputed the exponentials in backward), and a stage-1 step of the fast
+recipe took 0.258 s instead of 0.282 with the first blocked form (medians of alternating
+steps; bench/step_parts.py, bench/README.md).
 
 Shapes: N rows (target positions), V target vocabulary.
 """
@@ -57,30 +60,41 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         n, v = logits.shape
         lse = logits.new_empty(n, dtype=torch.float32)  # (N,) log-sum-exp of each row
         mean = logits.new_empty(n, dtype=torch.float32)  # (N,) mean logit of each row
+        # The loss ends the graph, so its gradient is known here up to backward's scalar: it
+        # is written while each block is in cache, from the same exponentials.
+        grad = torch.empty_like(logits) if ctx.needs_input_grad[0] else None  # (N, V)
         for rows, z in _blocks(logits):  # z: (rows, V) float32, reused block to block
             top = z.amax(dim=-1, keepdim=True)  # (rows, 1)
             mean[rows] = z.mean(dim=-1)
-            lse[rows] = z.sub_(top).exp_().sum(dim=-1).log_().add_(top.squeeze(1))
+            e = z.sub_(top).exp_()  # (rows, V)
+            total = e.sum(dim=-1)  # (rows,)
+            lse[rows] = total.log() + top.squeeze(1)
+            if grad is not None:
+                # d loss / d z = softmax(z) - ((1 - eps) one_hot(label) + eps / V)
+                p = e.div_(total[:, None]).sub_(smoothing / v)
+                p.scatter_add_(1, labels[rows, None], p.new_full((p.size(0), 1), smoothing - 1.0))
+                grad[rows] = p
         target = logits.gather(1, labels[:, None]).squeeze(1).float()  # (N,)
         keep = labels != PAD
+        if grad is not None:  # pad rows get no gradient
+            if grad.device.type == "cpu":  # only their rows (a full masked pass: 2-4 ms here)
+                grad.index_fill_(0, (~keep).nonzero().squeeze(1), 0)
+            else:  # no host sync for nonzero()
+                grad.masked_fill_(~keep[:, None], 0)
         nll = lse - target  # -log p(label)
         # -sum_j log p(j) / V = lse - mean logit: the smoothing term
         smoothed = (1.0 - smoothing) * nll + smoothing * (lse - mean)
-        ctx.save_for_backward(logits, labels, lse)
-        ctx.smoothing = smoothing
+        ctx.save_for_backward(grad)
+        ctx.spent = False
         nll_sum = torch.where(keep, nll, 0.0).sum()
         ctx.mark_non_differentiable(nll_sum)
         return torch.where(keep, smoothed, 0.0).sum(), nll_sum
 
     @staticmethod
     def backward(ctx, grad_loss: Tensor, _grad_nll: Tensor):
-        logits, labels, lse = ctx.saved_tensors
-        eps, v = ctx.smoothing, logits.size(1)
-        grad = torch.empty_like(logits)
-        scale = grad_loss.float() * (labels != PAD).float()  # (N,): pad rows get no gradient
-        for rows, p in _blocks(logits):
-            # d loss / d z = softmax(z) - ((1 - eps) one_hot(label) + eps / V)
-            p.sub_(lse[rows, None]).exp_().sub_(eps / v)
-            p.scatter_add_(1, labels[rows, None], p.new_full((p.size(0), 1), eps - 1.0))
-            grad[rows] = p.mul_(scale[rows, None])
-        return grad, None, None
+        if ctx.spent:  # the gradient was scaled in place by the first backward
+            raise RuntimeError("label_smoothed_loss supports one backward pass per forward "
+                               "(retain_graph=True with a second backward is not supported)")
+        ctx.spent = True
+        (grad,) = ctx.saved_tensors
+        return grad.mul_(grad_loss), None, None  # (N, V) in the logits' dtype
