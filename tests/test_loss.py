@@ -82,3 +82,19 @@ def test_a_second_backward_of_one_forward_is_refused():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="one backward pass"):
         loss.backward()
+
+
+def test_fp16_gradients_keep_small_values_under_a_loss_scale():
+    """A loss scaler's factor arrives in backward: fp16 logits must not lose the small
+    probabilities to fp16's range before it is applied."""
+    logits, labels = batch(torch.float32, seed=5, b=8, t=20, v=3000)
+    logits = (logits * 4).half()  # wide logits: many probabilities below fp16's 6e-8
+    ours_in = logits.clone().requires_grad_()
+    ref_in = logits.clone().requires_grad_()
+    (label_smoothed_loss(ours_in, labels, 0.0)[0] * 2.0**16).backward()
+    (reference(ref_in, labels, 0.0)[0] * 2.0**16).backward()
+    assert ours_in.grad.dtype == torch.float16
+    small = (ref_in.grad != 0) & (ref_in.grad.float().abs() < 1e-2)  # p * 2^16 below 1e-2
+    assert small.sum() > 1000
+    assert (ours_in.grad[small] != 0).float().mean() > 0.999
+    torch.testing.assert_close(ours_in.grad.float(), ref_in.grad.float(), rtol=2e-3, atol=1e-7)

@@ -62,7 +62,11 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         mean = logits.new_empty(n, dtype=torch.float32)  # (N,) mean logit of each row
         # The loss ends the graph, so its gradient is known here up to backward's scalar: it
         # is written while each block is in cache, from the same exponentials.
-        grad = torch.empty_like(logits) if ctx.needs_input_grad[0] else None  # (N, V)
+        # fp16 logits keep it in float32 until backward: under a loss scaler the scale comes
+        # in backward, and small probabilities would underflow in fp16 before it (bf16 has
+        # float32's range).
+        held = torch.float32 if logits.dtype == torch.float16 else logits.dtype
+        grad = torch.empty_like(logits, dtype=held) if ctx.needs_input_grad[0] else None
         for rows, z in _blocks(logits):  # z: (rows, V) float32, reused block to block
             top = z.amax(dim=-1, keepdim=True)  # (rows, 1)
             mean[rows] = z.mean(dim=-1)
@@ -85,7 +89,7 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         # -sum_j log p(j) / V = lse - mean logit: the smoothing term
         smoothed = (1.0 - smoothing) * nll + smoothing * (lse - mean)
         ctx.save_for_backward(grad)
-        ctx.spent = False
+        ctx.spent, ctx.dtype = False, logits.dtype
         nll_sum = torch.where(keep, nll, 0.0).sum()
         ctx.mark_non_differentiable(nll_sum)
         return torch.where(keep, smoothed, 0.0).sum(), nll_sum
@@ -97,4 +101,4 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
                                "(retain_graph=True with a second backward is not supported)")
         ctx.spent = True
         (grad,) = ctx.saved_tensors
-        return grad.mul_(grad_loss), None, None  # (N, V) in the logits' dtype
+        return grad.mul_(grad_loss).to(ctx.dtype), None, None  # (N, V) in the logits' dtype
