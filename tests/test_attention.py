@@ -19,6 +19,13 @@ def qkv(*shape, seed=0, dtype=torch.float32):
     return [torch.randn(*shape, generator=g).to(dtype).requires_grad_() for _ in range(3)]
 
 
+def spy_on_attention(monkeypatch, argument: int) -> list:
+    """Record `argument` (by position) of each call to attention.attention, which still runs."""
+    calls, real = [], attn.attention
+    monkeypatch.setattr(attn, "attention", lambda *a: calls.append(a[argument]) or real(*a))
+    return calls
+
+
 def padding_mask(kind: str):
     keep = torch.ones(2, 1, 1, 6, dtype=torch.bool)
     keep[0, ..., 4:] = False
@@ -56,9 +63,7 @@ def test_bf16_products_stay_within_bf16_rounding_of_float32(causal):
 
 def test_attend_takes_the_explicit_product_only_in_training(monkeypatch):
     q, k, v = qkv(1, 2, 5, 4)
-    calls = []
-    real = attn.attention
-    monkeypatch.setattr(attn, "attention", lambda *a: calls.append(a[5]) or real(*a))
+    calls = spy_on_attention(monkeypatch, 5)  # p
     plain = F.scaled_dot_product_attention(q, k, v)
     assert torch.equal(attn.attend(q, k, v, None, False, 0.5, training=False), plain)
     assert calls == []  # evaluation and decoding: SDPA, no dropout
@@ -80,9 +85,7 @@ def test_the_decoder_trains_through_the_explicit_product(tiny_encoder_dir, monke
     src_mask = torch.ones(3, 7, dtype=torch.bool)
     src_mask[0, 4:] = False
     tgt = torch.randint(3, 50, (3, 6))
-    calls = []
-    real = attn.attention
-    monkeypatch.setattr(attn, "attention", lambda *a: calls.append(a[4]) or real(*a))
+    calls = spy_on_attention(monkeypatch, 4)  # causal
     with torch.no_grad():
         states = model.encode_states(src, src_mask)  # (B, S, E), the encoder apart
         evaluated = model(src, src_mask, tgt, states)
@@ -103,9 +106,7 @@ def test_the_encoder_attends_and_drops_through_ours(tiny_encoder_dir, monkeypatc
     attn.set_encoder_attention(encoder)
     assert not any(type(m) is nn.Dropout for m in encoder.modules())
     assert encoder.config._attn_implementation == attn.ENCODER_ATTENTION
-    calls = []
-    real = attn.attention
-    monkeypatch.setattr(attn, "attention", lambda *a: calls.append(a[5]) or real(*a))
+    calls = spy_on_attention(monkeypatch, 5)  # p
     after = encoder(input_ids=ids, attention_mask=am).last_hidden_state
     assert calls == []
     assert torch.allclose(after, before, atol=1e-5)  # eval: the same encoder, SDPA
