@@ -20,6 +20,8 @@
   attention  with --data: the same step with the attention in training on a CPU as
              model/attention.py's explicit product (the product) and as SDPA's math kernel,
              alternately
+  shapes     with --data: the same step on a new batch and on that batch again (oneDNN's
+             kernels for its matmul shapes then built): what changing batch shapes cost
   compile    with --data: the same step eager and through torch.compile (each mode of
              --compile-modes, dynamic shapes, a fresh inductor cache), alternately; the
              first compiled step's seconds (the compile) are printed apart
@@ -146,13 +148,21 @@ def alternate_steps(args, config, settings: dict, steps: int) -> list[dict]:
     """Time the product's stage-1 step under each setting, alternately in one trainer (the
     order reversed every other round): `settings` maps a row name to a function that puts
     the trainer into that setting before its step. Each round's settings step on the same
-    batches, so batch sizes do not spread the comparison."""
+    batches, so batch sizes do not spread the comparison.
+
+    Each round first takes one untimed step on its batches. A step on batch shapes oneDNN
+    has not seen builds a kernel for each of its matmuls first (`shape_rows`), so without it
+    the first setting of a round paid those builds and the others did not: the rows then
+    compare the same kernels' run times, and the figures are those of a step on shapes
+    already seen."""
     times = {name: [] for name in settings}
     with tempfile.TemporaryDirectory(prefix="nmt-bert-bench-run-") as tmp:
         trainer = stage1_trainer(args, config, Path(tmp))
         names, fresh = list(settings), trainer.next_batch
         for i in range(steps):
             batches = [fresh() for _ in range(trainer.cfg.accumulate)]
+            trainer.next_batch = iter(batches).__next__
+            trainer.train_step()  # untimed: builds the kernels for these shapes
             for name in names if i % 2 else names[::-1]:
                 settings[name](trainer)
                 trainer.next_batch = iter(batches).__next__
@@ -160,6 +170,27 @@ def alternate_steps(args, config, settings: dict, steps: int) -> list[dict]:
                 trainer.train_step()
                 times[name].append(time.perf_counter() - start)
     first = times[names[0]]
+    return [{"system": name, "ms": 1000 * statistics.median(t), "mean_ms": 1000 * statistics.mean(t),
+             "paired": statistics.median(b / a for a, b in zip(first, t)),
+             "times_s": t, "steps": len(t)} for name, t in times.items()]
+
+
+def shape_rows(args, config, steps: int) -> list[dict]:
+    """The stage-1 step on a new batch, then on that batch again: the second step finds
+    oneDNN's kernels for every matmul shape built (its primitive cache), the first builds
+    them. The difference is what batch shapes that change every step cost."""
+    times = {"new batch shapes (every training step)": [], "the same batch again": []}
+    with tempfile.TemporaryDirectory(prefix="nmt-bert-bench-run-") as tmp:
+        trainer = stage1_trainer(args, config, Path(tmp))
+        fresh = trainer.next_batch
+        for _ in range(steps):
+            batches = [fresh() for _ in range(trainer.cfg.accumulate)]
+            for t in times.values():
+                trainer.next_batch = iter(batches).__next__
+                start = time.perf_counter()
+                trainer.train_step()
+                t.append(time.perf_counter() - start)
+    first = next(iter(times.values()))
     return [{"system": name, "ms": 1000 * statistics.median(t), "mean_ms": 1000 * statistics.mean(t),
              "paired": statistics.median(b / a for a, b in zip(first, t)),
              "times_s": t, "steps": len(t)} for name, t in times.items()]
@@ -324,9 +355,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="alternations of the step comparison")
     p.add_argument("--cache-dir", type=Path, help="reuse a state cache (default: build a new one)")
     p.add_argument("--parts",
-                   default="loss,optimizer,step,batches,dropout,projections,masks,attention",
+                   default="loss,optimizer,step,batches,dropout,projections,masks,attention,"
+                           "shapes",
                    help="which parts to time (step, batches, dropout, projections, masks, "
-                        "attention and compile need --data; compile is not in the default, its compile takes a "
+                        "attention, shapes and compile need --data; compile is not in the default, its compile takes a "
                         "minute or more)")
     p.add_argument("--stage", type=int, choices=(1, 2), default=1,
                    help="the stage whose step the trainer's parts time (2: the encoder "
@@ -356,7 +388,8 @@ def main() -> None:
         results["optimizer"] = optimizer_rows(config, args.reps)
     trainer_parts = {"step": step_rows, "batches": batch_rows, "dropout": dropout_rows,
                      "projections": projection_rows, "masks": mask_rows,
-                     "attention": attention_rows, "compile": compile_rows}
+                     "attention": attention_rows, "shapes": shape_rows,
+                     "compile": compile_rows}
     if args.data:  # the trainer's parts read one state cache: --cache-dir, or one built here
         own_cache = None if args.cache_dir else tempfile.mkdtemp(prefix="nmt-bert-bench-cache-")
         config.train.cache_dir = str(args.cache_dir or own_cache)
