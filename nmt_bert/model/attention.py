@@ -6,9 +6,9 @@ the attention's matmuls run at float32 speed, and its dropout is torch's serial 
 training on a CPU, `attention` computes the same thing with the products in the compute
 dtype (float32 accumulation inside each product, the softmax in float32) and dropout on
 model/dropout.py's masks: 2.7 ms against 6.4-8.1 for a forward and backward at a stage-1
-batch's shape, and a fast-recipe step 4% shorter in stage 1 and 8% in stage 2
-(bench/step_parts.py --parts attention). Evaluation and decoding keep SDPA, so translations are unchanged; on a GPU SDPA
-picks its fused kernels.
+batch's shape, and a fast-recipe step about 5% shorter in stage 1 and 6-9% in stage 2
+(bench/step_parts.py --parts attention). Evaluation and decoding keep SDPA, so
+translations are unchanged; on a GPU SDPA picks its fused kernels.
 
 Our decoders call `attend`; `set_encoder_attention` gives a transformers encoder the same rule.
 Shapes: B batch, H heads, T queries, S keys, Dh head width.
