@@ -144,6 +144,15 @@ def efficiency(lens, batches) -> float:
                                                           for b in batches)
 
 
+def paired_rows(times: dict) -> list[dict]:
+    """A row per setting from its step times (seconds, one per round): median and mean ms,
+    and the paired ratio, the median over rounds of its time over the first setting's."""
+    first = next(iter(times.values()))
+    return [{"system": name, "ms": 1000 * statistics.median(t), "mean_ms": 1000 * statistics.mean(t),
+             "paired": statistics.median(b / a for a, b in zip(first, t)),
+             "times_s": t, "steps": len(t)} for name, t in times.items()]
+
+
 def alternate_steps(args, config, settings: dict, steps: int) -> list[dict]:
     """Time the product's stage-1 step under each setting, alternately in one trainer (the
     order reversed every other round): `settings` maps a row name to a function that puts
@@ -169,10 +178,7 @@ def alternate_steps(args, config, settings: dict, steps: int) -> list[dict]:
                 start = time.perf_counter()
                 trainer.train_step()
                 times[name].append(time.perf_counter() - start)
-    first = times[names[0]]
-    return [{"system": name, "ms": 1000 * statistics.median(t), "mean_ms": 1000 * statistics.mean(t),
-             "paired": statistics.median(b / a for a, b in zip(first, t)),
-             "times_s": t, "steps": len(t)} for name, t in times.items()]
+    return paired_rows(times)
 
 
 def shape_rows(args, config, steps: int) -> list[dict]:
@@ -190,10 +196,7 @@ def shape_rows(args, config, steps: int) -> list[dict]:
                 start = time.perf_counter()
                 trainer.train_step()
                 t.append(time.perf_counter() - start)
-    first = next(iter(times.values()))
-    return [{"system": name, "ms": 1000 * statistics.median(t), "mean_ms": 1000 * statistics.mean(t),
-             "paired": statistics.median(b / a for a, b in zip(first, t)),
-             "times_s": t, "steps": len(t)} for name, t in times.items()]
+    return paired_rows(times)
 
 
 def alternate_attribute(args, config, owner, attribute: str, values: dict, steps: int
