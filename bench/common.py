@@ -222,18 +222,22 @@ def token_data(data_dir: Path, split: str = "train", lookup: np.ndarray | None =
 
 
 def batch_stream(data, batch_tokens: int, seed: int, accumulate: int = 1,
-                 sort_by: str = "source") -> Iterator[list[np.ndarray]]:
+                 plan=None) -> Iterator[list[np.ndarray]]:
     """The example indices of each optimizer step, exactly as `Trainer.next_batch` draws them
-    in a single process within one stage: token_batches(seed, epoch, sort_by) in order, epoch
-    after epoch, grouped into `accumulate` batches per step (`sort_by` as the stage sorts,
-    nmt_bert.train.batches.stage_sort)."""
-    from nmt_bert.train.batches import token_batches
+    in a single process within one stage: token_batches(seed, epoch, plan) in order, epoch
+    after epoch, grouped into `accumulate` batches per step (`plan` as the stage cuts them,
+    nmt_bert.train.batches.stage_plan; collate each with `plan.multiples`). No plan: exact
+    lengths sorted by source, the batches of earlier trees."""
+    from nmt_bert.train.batches import BatchPlan, token_batches
+
+    plan = plan or BatchPlan()
 
     def batches() -> Iterator[np.ndarray]:
         epoch = 0
         while True:
             yield from token_batches(data.src_lens, data.tgt_lens, batch_tokens, seed, epoch,
-                                     sort_by=sort_by)
+                                     sort_by=plan.sort_by, multiples=plan.multiples,
+                                     runs=plan.runs)
             epoch += 1
 
     flat = batches()

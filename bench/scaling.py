@@ -30,12 +30,14 @@ CLI = [sys.executable, "-m", "nmt_bert"]
 
 def epoch_steps(data_dir: Path, config) -> int:
     """Optimizer steps in one epoch of `data_dir`'s train split under `config`."""
-    from nmt_bert.train.batches import stage_sort, token_batches
+    from nmt_bert.train.batches import stage_plan, token_batches
 
     data = common.token_data(data_dir)
     t = config.train
+    plan = stage_plan(t, 1)
     return max(1, len(token_batches(data.src_lens, data.tgt_lens, t.batch_tokens, t.seed, 0,
-                                    sort_by=stage_sort(t.batch_order, 1))) // t.accumulate)
+                                    sort_by=plan.sort_by, multiples=plan.multiples,
+                                    runs=plan.runs)) // t.accumulate)
 
 
 def one_size(n: int, work: Path, corpus: list[str], sets: list[str], beam: int, device: str,

@@ -11,9 +11,10 @@ Systems (each in its own process, see _measure.py):
 
 nmt-bert systems run the product's own `Trainer.train_step()` on a model from `run.build()`;
 every system consumes the batches `Trainer.next_batch` draws in its stage (token_batches, same
-seed, sorted as `train.batch_order` sorts that stage; the peers as their stage: f as stage 1,
+seed, cut and padded as `stage_plan` cuts that stage; the peers as their stage: f as stage 1,
 e as stage 2), and the script checks that the token counts agree step by step. With
-`--set train.batch_order=source` every system reads the batches of earlier trees.
+`--set train.batch_order=source --set train.sorted_multiple=1 --set train.other_multiple=1
+--set train.shape_runs=1` every system reads the exact-length batches of earlier trees.
 
     python bench/train_throughput.py --data /tmp/prep-bible --threads 2 --out results/train.json
     python bench/train_throughput.py --smoke
@@ -122,7 +123,7 @@ def nmt_bert_system(system: str, data: str, config: dict, warmup: int, steps: in
         attention_rule.CPU_EXPLICIT = False
         decoder.attention_kernels = lambda device: contextlib.nullcontext()
     from nmt_bert.config import config_from_dict
-    from nmt_bert.train.batches import stage_sort
+    from nmt_bert.train.batches import stage_plan
     from nmt_bert.train.run_setup import count_parameters
     from nmt_bert.train.training import Trainer
 
@@ -137,7 +138,7 @@ def nmt_bert_system(system: str, data: str, config: dict, warmup: int, steps: in
         trainer = Trainer(setup, log.run, dev, log)
         trainer.begin_stage(stage)
         stream = common.batch_stream(setup.train_data, cfg.train.batch_tokens, cfg.train.seed,
-                                     cfg.train.accumulate, stage_sort(cfg.train.batch_order, stage))
+                                     cfg.train.accumulate, stage_plan(cfg.train, stage))
         mismatches, last_loss = 0, None
 
         def step() -> tuple[int, int]:
@@ -163,7 +164,7 @@ def nmt_bert_system(system: str, data: str, config: dict, warmup: int, steps: in
 
 def peer_system(system: str, data: str, encoder: str, batch_tokens: int, seed: int,
                 accumulate: int, layers: int, lr: float, warmup: int, steps: int,
-                device: str, sort_by: str = "source") -> dict:
+                device: str, plan: dict | None = None) -> dict:
     """Systems e-f: EncoderDecoderModel with HF's own loss, AdamW, clip 1.0, same batches."""
     import torch
 
@@ -171,8 +172,10 @@ def peer_system(system: str, data: str, encoder: str, batch_tokens: int, seed: i
     from nmt_bert.model.encoders import load_encoder
     from nmt_bert.data.prepared_dir import load_prepared
     from nmt_bert.model.vocab import TargetVocab
+    from nmt_bert.train.batches import BatchPlan
     from peer import build_peer, peer_loss
 
+    plan = BatchPlan(plan["sort_by"], tuple(plan["multiples"]), plan["runs"]) if plan else BatchPlan()
     dev = common.device_of(device)
     enc, _ = load_encoder(encoder)  # full vocabulary, not pruned
     ec = enc.config
@@ -185,12 +188,12 @@ def peer_system(system: str, data: str, encoder: str, batch_tokens: int, seed: i
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr)
     train = common.token_data(Path(data))  # identity lookup: the tokenizer's own ids
-    stream = common.batch_stream(train, batch_tokens, seed, accumulate, sort_by)
+    stream = common.batch_stream(train, batch_tokens, seed, accumulate, plan)
 
     def step() -> tuple[int, int]:
         group = next(stream)
         for index in group:
-            batch = train.collate(index).to(dev)
+            batch = train.collate(index, plan.multiples).to(dev)
             with autocast_context(dev, "auto"):
                 loss = peer_loss(model, batch) / len(group)
             loss.backward()
@@ -268,14 +271,16 @@ def main() -> None:
                              "attention": args.attention},
                             args.threads)
             else:
-                from nmt_bert.train.batches import stage_sort
+                from dataclasses import asdict
+
+                from nmt_bert.train.batches import stage_plan
 
                 t = config.train
                 r = measure("train_throughput:peer_system",
                             {**common_kw, "encoder": args.encoder, "batch_tokens": t.batch_tokens,
                              "seed": t.seed, "accumulate": t.accumulate,
                              "layers": args.peer_layers, "lr": args.peer_lr,
-                             "sort_by": stage_sort(t.batch_order, STAGE[system])}, args.threads)
+                             "plan": asdict(stage_plan(t, STAGE[system]))}, args.threads)
             r.update(mfu(r, peaks[dtypes[system]]["flops"]), mfu_dtype=dtypes[system])
             results[system] = {"description": SYSTEMS[system], **r}
     finally:

@@ -34,6 +34,8 @@ FIELD_RANGES: dict[str, str] = {
     "train.stage1_steps": ">= 0", "train.stage2_steps": ">= 0", "train.lr": "positive",
     "train.stage2_lr": ">= 0", "train.encoder_lr": ">= 0", "train.warmup_steps": ">= 0",
     "train.stage2_warmup_steps": ">= 0", "train.batch_tokens": "positive",
+    "train.sorted_multiple": "positive", "train.other_multiple": ">= 0",
+    "train.shape_runs": "positive",
     "train.accumulate": "positive", "train.label_smoothing": "in [0, 1)",
     "train.clip_norm": "positive", "train.weight_decay": ">= 0",
     "train.adam_beta1": "in [0, 1)", "train.adam_beta2": "in [0, 1)",

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from nmt_bert.train.batches import stage_sort, token_batches
+from nmt_bert.train.batches import BatchPlan, round_up, stage_plan, stage_sort, token_batches
 
 
 def lengths(n=3000, seed=0):
@@ -69,12 +69,92 @@ def test_the_trainer_reads_each_stage_in_its_own_order(tmp_path, tiny_prepared_d
     log = RunLog(run, enabled=False)
     trainer = Trainer(build(run, tiny_prepared_dir, config, None, log), run, torch.device("cpu"), log)
     data, t = trainer.setup.train_data, config.train
-    epoch = {side: token_batches(data.src_lens, data.tgt_lens, t.batch_tokens, t.seed, 0,
-                                 sort_by=side) for side in ("source", "target")}
-    assert len(epoch["target"]) > 6  # the switch below falls inside the epoch
+    plans = {stage: stage_plan(t, stage) for stage in (1, 2)}
+    assert [plans[s].sort_by for s in (1, 2)] == ["target", "source"]
+    epoch = {stage: token_batches(data.src_lens, data.tgt_lens, t.batch_tokens, t.seed, 0,
+                                  sort_by=p.sort_by, multiples=p.multiples, runs=p.runs)
+             for stage, p in plans.items()}
+    assert len(epoch[1]) > 6  # the switch below falls inside the epoch
     trainer.begin_stage(1)
     for position in range(3):
-        assert np.array_equal(trainer.next_batch().index.numpy(), epoch["target"][position])
+        batch = trainer.next_batch()
+        assert np.array_equal(batch.index.numpy(), epoch[1][position])
+        index = batch.index.numpy()
+        assert batch.labels.size(1) == round_up(data.tgt_lens[index].max(), plans[1].multiples[1],
+                                                data.tgt_lens.max())
     trainer.begin_stage(2)
-    assert np.array_equal(trainer.next_batch().index.numpy(), epoch["source"][3])
+    assert np.array_equal(trainer.next_batch().index.numpy(), epoch[2][3])
     assert trainer.state.epoch == 0 and trainer.state.position == 4
+
+
+def test_round_up_stops_at_the_longest_example():
+    assert round_up(17, 16, 100) == 32 and round_up(32, 16, 100) == 32
+    assert round_up(97, 16, 100) == 100  # the cap: positions are sized for the longest
+    assert round_up(5, 1, 100) == 5
+    assert round_up(np.array([1, 9, 15]), 8, 12).tolist() == [8, 12, 15]
+
+
+def test_rounded_lengths_give_few_shapes_each_within_the_budget():
+    """Batches of one rounded (source, target) length have one shape; the budget counts the
+    padded lengths the collation will produce."""
+    src, tgt = lengths()
+    multiples = (16, 2)
+    exact = token_batches(src, tgt, 1000, seed=1, epoch=0, sort_by="target")
+    rounded = token_batches(src, tgt, 1000, seed=1, epoch=0, sort_by="target",
+                            multiples=multiples)
+    assert sorted(np.concatenate(rounded).tolist()) == list(range(len(src)))
+
+    def shape(b):
+        return (len(b), round_up(src[b].max(), 16, src.max()), round_up(tgt[b].max(), 2, tgt.max()))
+
+    for b in rounded:
+        n, s, t = shape(b)
+        assert n * (s + t) <= 1000 or n == 1
+    exact_shapes = {(len(b), src[b].max(), tgt[b].max()) for b in exact}
+    assert len({shape(b) for b in rounded}) < len(exact_shapes) / 2
+
+
+def test_runs_keep_length_neighbours_together():
+    """runs=4 draws the same batches as runs=1, as runs of 4 that follow each other in
+    target-length order, the runs themselves shuffled."""
+    src, tgt = lengths()
+    kwargs = dict(sort_by="target", multiples=(16, 2))
+    one = token_batches(src, tgt, 1000, seed=1, epoch=0, runs=1, **kwargs)
+    drawn = token_batches(src, tgt, 1000, seed=1, epoch=0, runs=4, **kwargs)
+    assert sorted(map(tuple, one)) == sorted(map(tuple, drawn))
+    rounded = round_up(tgt, 2, tgt.max())
+
+    def breaks(batches):  # neighbours that are not in target-length order
+        return sum(rounded[a].max() > rounded[b].min() for a, b in zip(batches, batches[1:]))
+
+    runs = -(-len(drawn) // 4)
+    assert 0 < breaks(drawn) <= runs  # only between runs, and the runs are shuffled
+    assert breaks(one) > 2 * runs
+
+
+def test_the_stage_plan_pads_the_cheap_side_more():
+    from nmt_bert.config import TrainConfig
+
+    t = TrainConfig()
+    assert stage_plan(t, 1) == BatchPlan("target", (16, t.sorted_multiple), t.shape_runs)
+    assert stage_plan(t, 2) == BatchPlan("source", (t.sorted_multiple, 8), t.shape_runs)
+    t.batch_order = "source"  # stage 1's other side is then the target: the costly one
+    assert stage_plan(t, 1).multiples == (t.sorted_multiple, 8)
+    t.sorted_multiple, t.other_multiple, t.shape_runs = 1, 1, 1  # earlier trees' batches
+    assert stage_plan(t, 1) == BatchPlan("source", (1, 1), 1)
+
+
+def test_collate_pads_to_the_plan_s_multiples():
+    from nmt_bert.model.special_tokens import PAD
+    from nmt_bert.train.batches import TokenData
+
+    lens_src, lens_tgt = np.array([3, 5, 20]), np.array([4, 2, 9])
+    src_off = np.concatenate([[0], np.cumsum(lens_src)])
+    tgt_off = np.concatenate([[0], np.cumsum(lens_tgt)])
+    data = TokenData(np.arange(1, src_off[-1] + 1), src_off, np.arange(5, tgt_off[-1] + 5),
+                     tgt_off)
+    batch = data.collate(np.array([0, 1]), (8, 4))
+    assert batch.src_ids.shape == (2, 8) and batch.labels.shape == (2, 8)  # 5 -> 8, 4 + EOS -> 8
+    assert batch.src_mask.sum().item() == 8 and batch.tokens == 8 + 4 + 2 + 2
+    assert (batch.labels[0, 5:] == PAD).all() and (batch.src_ids[0, 3:] == 0).all()
+    assert data.collate(np.array([2]), (16, 16)).src_ids.shape == (1, 20)  # the cap: longest

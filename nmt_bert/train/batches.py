@@ -57,9 +57,12 @@ class TokenData:
     def __len__(self) -> int:
         return len(self.src_lens)
 
-    def collate(self, index: np.ndarray) -> Batch:
+    def collate(self, index: np.ndarray, multiples: tuple[int, int] = (1, 1)) -> Batch:
+        """The examples `index` as one Batch, padded to the longest source and target, each
+        rounded up to its multiple in `multiples` (source, target; see `round_up`)."""
         b = len(index)
-        s_len, t_len = int(self.src_lens[index].max()), int(self.tgt_lens[index].max())
+        s_len = round_up(self.src_lens[index].max(), multiples[0], self.src_lens.max())
+        t_len = round_up(self.tgt_lens[index].max(), multiples[1], self.tgt_lens.max())
         src = np.zeros((b, s_len), dtype=np.int64)
         mask = np.zeros((b, s_len), dtype=bool)
         labels = np.full((b, t_len), PAD, dtype=np.int64)
@@ -78,19 +81,48 @@ class TokenData:
 SORT_SIDES = ("source", "target")  # the sides a batch list can be sorted by first
 
 
+def round_up(length, multiple: int, cap) -> int | np.ndarray:
+    """Padded length(s): `length` rounded up to a multiple of `multiple`, but never past
+    `cap` (the side's longest example, which the model's positions are sized for) unless
+    `length` itself is longer. Works on one length or an array of them."""
+    rounded = np.maximum(np.minimum(-(-np.asarray(length) // multiple) * multiple, cap), length)
+    return int(rounded) if np.ndim(rounded) == 0 else rounded
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How a stage cuts its batches: the side sorted by first, the multiples its padded
+    source and target lengths are rounded up to, and how many length-neighbouring batches
+    are drawn in a run (the runs are shuffled, not the batches)."""
+
+    sort_by: str = "source"
+    multiples: tuple[int, int] = (1, 1)  # (source, target)
+    runs: int = 1
+
+
 def token_batches(src_lens: np.ndarray, tgt_lens: np.ndarray, batch_tokens: int,
                   seed: int, epoch: int, shuffle: bool = True,
-                  sort_by: str = "source") -> list[np.ndarray]:
+                  sort_by: str = "source", multiples: tuple[int, int] = (1, 1),
+                  runs: int = 1) -> list[np.ndarray]:
     """Group examples of similar length so that padded source + target tokens <= budget.
 
     Examples are sorted by the length of the `sort_by` side ("source" or "target"), then the
     other's (ties broken randomly per epoch), cut into batches, and the batch order is
-    shuffled: the same (seed, epoch, sort_by) always gives the same batches, which is what
-    makes resuming mid-epoch exact. The first side is padded least.
+    shuffled: the same (seed, epoch, sort_by, multiples, runs) always gives the same batches,
+    which is what makes resuming mid-epoch exact. The first side is padded least.
+
+    Lengths count as padded (`round_up` to `multiples`, as `TokenData.collate` pads them),
+    so batches of one rounded (source, target) length have one shape. With `runs` > 1 the
+    shuffle moves runs of that many consecutive batches, neighbours in length order, so
+    that a shape comes several steps in a row. Both exist for CPUs, where torch's matmuls
+    (oneDNN) build kernels for each shape they have not seen (`stage_plan`).
     """
     if sort_by not in SORT_SIDES:
         raise ValueError(f"sort_by must be one of {SORT_SIDES}, not {sort_by!r}")
     rng = np.random.default_rng([seed, epoch])
+    if len(src_lens) and multiples != (1, 1):
+        src_lens = round_up(src_lens, multiples[0], src_lens.max())
+        tgt_lens = round_up(tgt_lens, multiples[1], tgt_lens.max())
     noise = rng.random(len(src_lens)) if shuffle else np.arange(len(src_lens))
     first, second = (src_lens, tgt_lens) if sort_by == "source" else (tgt_lens, src_lens)
     order = np.lexsort((noise, second, first))
@@ -106,7 +138,9 @@ def token_batches(src_lens: np.ndarray, tgt_lens: np.ndarray, batch_tokens: int,
         batches.append(order[start:end])
         start = end
     if shuffle:
-        rng.shuffle(batches)
+        groups = [batches[i: i + runs] for i in range(0, len(batches), runs)]
+        rng.shuffle(groups)  # with runs 1: the permutation of the batches themselves
+        batches = [batch for group in groups for batch in group]
     return batches
 
 
@@ -124,31 +158,43 @@ def stage_sort(setting: str, stage: int) -> str:
     return "target" if stage == 1 else "source"
 
 
+def stage_plan(train, stage: int) -> BatchPlan:
+    """The batches of `stage` under the train config `train`: sorted as `stage_sort` says,
+    the side sorted by first rounded to `train.sorted_multiple`, the other side to
+    `train.other_multiple` (0: 16 where it is stage 1's source, whose states the frozen
+    encoder gives for free, 8 elsewhere), drawn in runs of `train.shape_runs`."""
+    sort_by = stage_sort(train.batch_order, stage)
+    other = train.other_multiple or (16 if stage == 1 and sort_by == "target" else 8)
+    first = train.sorted_multiple
+    multiples = (first, other) if sort_by == "source" else (other, first)
+    return BatchPlan(sort_by, multiples, train.shape_runs)
+
+
 class EpochBatches:
     """The training batches, epoch after epoch, drawn at a run's (epoch, position).
 
-    The batches are a function of (seed, epoch, order), so a resumed run rebuilds the ones it
-    was reading. A stage that sorts otherwise (`stage_sort`) reads the rest of the epoch in
-    its own order, as a resumed run rebuilds it. `shard` keeps a replica's share.
+    The batches are a function of (seed, epoch, plan), so a resumed run rebuilds the ones it
+    was reading. A stage that cuts them otherwise (`stage_plan`) reads the rest of the epoch
+    in its own way, as a resumed run rebuilds it. `shard` keeps a replica's share.
     """
 
     def __init__(self, data: TokenData, batch_tokens: int, seed: int, shard=lambda b: b):
         self.data, self.batch_tokens, self.seed, self.shard = data, batch_tokens, seed, shard
         self.batches: list[np.ndarray] = []
-        self.sorted_by = ""
+        self.plan: BatchPlan | None = None
 
-    def next(self, state, sort_by: str) -> Batch:
+    def next(self, state, plan: BatchPlan) -> Batch:
         """The batch at `state.position` of `state.epoch`; advances both."""
         while True:
-            if not self.batches or sort_by != self.sorted_by:
+            if not self.batches or plan != self.plan:
                 self.batches = self.shard(token_batches(
                     self.data.src_lens, self.data.tgt_lens, self.batch_tokens, self.seed,
-                    state.epoch, sort_by=sort_by))
-                self.sorted_by = sort_by
+                    state.epoch, sort_by=plan.sort_by, multiples=plan.multiples, runs=plan.runs))
+                self.plan = plan
             if state.position < len(self.batches):
                 index = self.batches[state.position]
                 state.position += 1
-                return self.data.collate(index)
+                return self.data.collate(index, plan.multiples)
             state.epoch, state.position, self.batches = state.epoch + 1, 0, []
 
 

@@ -25,7 +25,7 @@ from nmt_bert.train.budget import TimeBudget
 from nmt_bert.caches import encoder_states_dir
 from nmt_bert.model.checkpoint import WEIGHTS, load_trainer_state, save_checkpoint
 from nmt_bert.train.curves import plot_curves
-from nmt_bert.train.batches import Batch, EpochBatches, stage_sort
+from nmt_bert.train.batches import Batch, EpochBatches, stage_plan
 from nmt_bert.devices import autocast_context
 from nmt_bert.train.encoder_cache import EncoderCache, build_or_load
 from nmt_bert.errors import UserError
@@ -88,7 +88,7 @@ class Trainer:
 
     # --- data -------------------------------------------------------------------------
     def next_batch(self) -> Batch:
-        return self.batches.next(self.state, stage_sort(self.cfg.batch_order, self.state.stage))
+        return self.batches.next(self.state, stage_plan(self.cfg, self.state.stage))
 
     # --- one optimizer step -----------------------------------------------------------
     def train_step(self) -> dict:
