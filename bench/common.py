@@ -236,8 +236,7 @@ def batch_stream(data, batch_tokens: int, seed: int, accumulate: int = 1,
         epoch = 0
         while True:
             yield from token_batches(data.src_lens, data.tgt_lens, batch_tokens, seed, epoch,
-                                     sort_by=plan.sort_by, multiples=plan.multiples,
-                                     runs=plan.runs)
+                                     sort_by=plan.sort_by, multiples=plan.multiples)
             epoch += 1
 
     flat = batches()

@@ -36,8 +36,7 @@ def epoch_steps(data_dir: Path, config) -> int:
     t = config.train
     plan = stage_plan(t, 1)
     return max(1, len(token_batches(data.src_lens, data.tgt_lens, t.batch_tokens, t.seed, 0,
-                                    sort_by=plan.sort_by, multiples=plan.multiples,
-                                    runs=plan.runs)) // t.accumulate)
+                                    sort_by=plan.sort_by, multiples=plan.multiples)) // t.accumulate)
 
 
 def one_size(n: int, work: Path, corpus: list[str], sets: list[str], beam: int, device: str,

@@ -13,8 +13,8 @@ nmt-bert systems run the product's own `Trainer.train_step()` on a model from `r
 every system consumes the batches `Trainer.next_batch` draws in its stage (token_batches, same
 seed, cut and padded as `stage_plan` cuts that stage; the peers as their stage: f as stage 1,
 e as stage 2), and the script checks that the token counts agree step by step. With
-`--set train.batch_order=source --set train.sorted_multiple=1 --set train.other_multiple=1
---set train.shape_runs=1` every system reads the exact-length batches of earlier trees.
+`--set train.batch_order=source --set train.stage1_source_multiple=1 --set
+train.stage1_target_multiple=1` every system reads the exact-length batches of earlier trees.
 
     python bench/train_throughput.py --data /tmp/prep-bible --threads 2 --out results/train.json
     python bench/train_throughput.py --smoke
@@ -175,7 +175,7 @@ def peer_system(system: str, data: str, encoder: str, batch_tokens: int, seed: i
     from nmt_bert.train.batches import BatchPlan
     from peer import build_peer, peer_loss
 
-    plan = BatchPlan(plan["sort_by"], tuple(plan["multiples"]), plan["runs"]) if plan else BatchPlan()
+    plan = BatchPlan(plan["sort_by"], tuple(plan["multiples"])) if plan else BatchPlan()
     dev = common.device_of(device)
     enc, _ = load_encoder(encoder)  # full vocabulary, not pruned
     ec = enc.config

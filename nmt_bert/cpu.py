@@ -31,11 +31,15 @@ def share_cores_politely(environ: dict | None = None) -> None:
 
 
 # oneDNN (torch's CPU kernels for bf16 matmuls) keeps a compiled primitive for each matmul
-# shape it has seen, 1,024 by default, each holding its own buffers. Token-budget batches
-# give nearly every step new shapes, so a stage-1 run's heap grew by about 15 MB a step
-# (fast recipe, peak at step 150: 3,306 MB against 2,058 MB with 64 kept); 64 cover one
-# step's shapes at no measurable speed cost (bench/README.md, "Stage 1 memory over a run").
-PRIMITIVE_CACHE = 64
+# shape it has seen, least recently used out first. With a new shape nearly every step, a
+# cache of 1,024 only grew the heap (about 15 MB a step; fast recipe, peak at step 150:
+# 3,306 MB against 2,058 MB with 64 kept). Stage 1 now rounds its batches' lengths
+# (`train.stage1_*_multiple`), so its few dozen shapes come back, and kept kernels pay:
+# fast recipe, stage-1 steps on 2 cores, 15,692 tok/s with 1,024 kept, 12,474 with 512,
+# 9,996 with 256, 10,008 with 64, for about 300 MB more resident memory than 64
+# (bench/README.md, "Batch shapes that come back"). ONEDNN_PRIMITIVE_CACHE_CAPACITY=64
+# trades that speed back for the memory.
+PRIMITIVE_CACHE = 1024
 
 
 def bound_kernel_cache(environ: dict | None = None) -> None:

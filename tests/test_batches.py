@@ -72,7 +72,7 @@ def test_the_trainer_reads_each_stage_in_its_own_order(tmp_path, tiny_prepared_d
     plans = {stage: stage_plan(t, stage) for stage in (1, 2)}
     assert [plans[s].sort_by for s in (1, 2)] == ["target", "source"]
     epoch = {stage: token_batches(data.src_lens, data.tgt_lens, t.batch_tokens, t.seed, 0,
-                                  sort_by=p.sort_by, multiples=p.multiples, runs=p.runs)
+                                  sort_by=p.sort_by, multiples=p.multiples)
              for stage, p in plans.items()}
     assert len(epoch[1]) > 6  # the switch below falls inside the epoch
     trainer.begin_stage(1)
@@ -98,14 +98,14 @@ def test_rounded_lengths_give_few_shapes_each_within_the_budget():
     """Batches of one rounded (source, target) length have one shape; the budget counts the
     padded lengths the collation will produce."""
     src, tgt = lengths()
-    multiples = (16, 2)
+    multiples = (32, 4)
     exact = token_batches(src, tgt, 1000, seed=1, epoch=0, sort_by="target")
     rounded = token_batches(src, tgt, 1000, seed=1, epoch=0, sort_by="target",
                             multiples=multiples)
     assert sorted(np.concatenate(rounded).tolist()) == list(range(len(src)))
 
     def shape(b):
-        return (len(b), round_up(src[b].max(), 16, src.max()), round_up(tgt[b].max(), 2, tgt.max()))
+        return (len(b), round_up(src[b].max(), 32, src.max()), round_up(tgt[b].max(), 4, tgt.max()))
 
     for b in rounded:
         n, s, t = shape(b)
@@ -114,34 +114,16 @@ def test_rounded_lengths_give_few_shapes_each_within_the_budget():
     assert len({shape(b) for b in rounded}) < len(exact_shapes) / 2
 
 
-def test_runs_keep_length_neighbours_together():
-    """runs=4 draws the same batches as runs=1, as runs of 4 that follow each other in
-    target-length order, the runs themselves shuffled."""
-    src, tgt = lengths()
-    kwargs = dict(sort_by="target", multiples=(16, 2))
-    one = token_batches(src, tgt, 1000, seed=1, epoch=0, runs=1, **kwargs)
-    drawn = token_batches(src, tgt, 1000, seed=1, epoch=0, runs=4, **kwargs)
-    assert sorted(map(tuple, one)) == sorted(map(tuple, drawn))
-    rounded = round_up(tgt, 2, tgt.max())
-
-    def breaks(batches):  # neighbours that are not in target-length order
-        return sum(rounded[a].max() > rounded[b].min() for a, b in zip(batches, batches[1:]))
-
-    runs = -(-len(drawn) // 4)
-    assert 0 < breaks(drawn) <= runs  # only between runs, and the runs are shuffled
-    assert breaks(one) > 2 * runs
-
-
-def test_the_stage_plan_pads_the_cheap_side_more():
+def test_the_stage_plan_rounds_stage_1_only():
     from nmt_bert.config import TrainConfig
 
     t = TrainConfig()
-    assert stage_plan(t, 1) == BatchPlan("target", (16, t.sorted_multiple), t.shape_runs)
-    assert stage_plan(t, 2) == BatchPlan("source", (t.sorted_multiple, 8), t.shape_runs)
-    t.batch_order = "source"  # stage 1's other side is then the target: the costly one
-    assert stage_plan(t, 1).multiples == (t.sorted_multiple, 8)
-    t.sorted_multiple, t.other_multiple, t.shape_runs = 1, 1, 1  # earlier trees' batches
-    assert stage_plan(t, 1) == BatchPlan("source", (1, 1), 1)
+    multiples = (t.stage1_source_multiple, t.stage1_target_multiple)
+    assert multiples != (1, 1)
+    assert stage_plan(t, 1) == BatchPlan("target", multiples)
+    assert stage_plan(t, 2) == BatchPlan("source", (1, 1))  # stage 2: exact lengths
+    t.batch_order, t.stage1_source_multiple, t.stage1_target_multiple = "source", 1, 1
+    assert stage_plan(t, 1) == BatchPlan("source", (1, 1))  # earlier trees' batches
 
 
 def test_collate_pads_to_the_plan_s_multiples():

@@ -91,31 +91,27 @@ def round_up(length, multiple: int, cap) -> int | np.ndarray:
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """How a stage cuts its batches: the side sorted by first, the multiples its padded
-    source and target lengths are rounded up to, and how many length-neighbouring batches
-    are drawn in a run (the runs are shuffled, not the batches)."""
+    """How a stage cuts its batches: the side sorted by first, and the multiples its padded
+    source and target lengths are rounded up to."""
 
     sort_by: str = "source"
     multiples: tuple[int, int] = (1, 1)  # (source, target)
-    runs: int = 1
 
 
 def token_batches(src_lens: np.ndarray, tgt_lens: np.ndarray, batch_tokens: int,
                   seed: int, epoch: int, shuffle: bool = True,
-                  sort_by: str = "source", multiples: tuple[int, int] = (1, 1),
-                  runs: int = 1) -> list[np.ndarray]:
+                  sort_by: str = "source", multiples: tuple[int, int] = (1, 1)
+                  ) -> list[np.ndarray]:
     """Group examples of similar length so that padded source + target tokens <= budget.
 
     Examples are sorted by the length of the `sort_by` side ("source" or "target"), then the
     other's (ties broken randomly per epoch), cut into batches, and the batch order is
-    shuffled: the same (seed, epoch, sort_by, multiples, runs) always gives the same batches,
+    shuffled: the same (seed, epoch, sort_by, multiples) always gives the same batches,
     which is what makes resuming mid-epoch exact. The first side is padded least.
 
     Lengths count as padded (`round_up` to `multiples`, as `TokenData.collate` pads them),
-    so batches of one rounded (source, target) length have one shape. With `runs` > 1 the
-    shuffle moves runs of that many consecutive batches, neighbours in length order, so
-    that a shape comes several steps in a row. Both exist for CPUs, where torch's matmuls
-    (oneDNN) build kernels for each shape they have not seen (`stage_plan`).
+    so batches of one rounded (source, target) length have one shape: on a CPU, torch's
+    matmuls (oneDNN) build kernels for each shape they have not seen (`stage_plan`).
     """
     if sort_by not in SORT_SIDES:
         raise ValueError(f"sort_by must be one of {SORT_SIDES}, not {sort_by!r}")
@@ -138,9 +134,7 @@ def token_batches(src_lens: np.ndarray, tgt_lens: np.ndarray, batch_tokens: int,
         batches.append(order[start:end])
         start = end
     if shuffle:
-        groups = [batches[i: i + runs] for i in range(0, len(batches), runs)]
-        rng.shuffle(groups)  # with runs 1: the permutation of the batches themselves
-        batches = [batch for group in groups for batch in group]
+        rng.shuffle(batches)
     return batches
 
 
@@ -159,15 +153,17 @@ def stage_sort(setting: str, stage: int) -> str:
 
 
 def stage_plan(train, stage: int) -> BatchPlan:
-    """The batches of `stage` under the train config `train`: sorted as `stage_sort` says,
-    the side sorted by first rounded to `train.sorted_multiple`, the other side to
-    `train.other_multiple` (0: 16 where it is stage 1's source, whose states the frozen
-    encoder gives for free, 8 elsewhere), drawn in runs of `train.shape_runs`."""
+    """The batches of `stage` under the train config `train`: sorted as `stage_sort` says;
+    in stage 1 the padded lengths rounded up to `train.stage1_source_multiple` and
+    `train.stage1_target_multiple`, so that its batches come in a few dozen shapes whose
+    kernels oneDNN keeps (nmt_bert/cpu.py) instead of a new shape nearly every step. A
+    stage-1 step is small and its encoder states are cached, so kernel builds were a large
+    share of it and source padding is cheap; stage 2's larger steps gained nothing from
+    rounding (bench/README.md), so its lengths stay exact."""
     sort_by = stage_sort(train.batch_order, stage)
-    other = train.other_multiple or (16 if stage == 1 and sort_by == "target" else 8)
-    first = train.sorted_multiple
-    multiples = (first, other) if sort_by == "source" else (other, first)
-    return BatchPlan(sort_by, multiples, train.shape_runs)
+    if stage != 1:
+        return BatchPlan(sort_by)
+    return BatchPlan(sort_by, (train.stage1_source_multiple, train.stage1_target_multiple))
 
 
 class EpochBatches:
@@ -189,7 +185,7 @@ class EpochBatches:
             if not self.batches or plan != self.plan:
                 self.batches = self.shard(token_batches(
                     self.data.src_lens, self.data.tgt_lens, self.batch_tokens, self.seed,
-                    state.epoch, sort_by=plan.sort_by, multiples=plan.multiples, runs=plan.runs))
+                    state.epoch, sort_by=plan.sort_by, multiples=plan.multiples))
                 self.plan = plan
             if state.position < len(self.batches):
                 index = self.batches[state.position]
