@@ -35,10 +35,11 @@ def share_cores_politely(environ: dict | None = None) -> None:
 # cache of 1,024 only grew the heap (about 15 MB a step; fast recipe, peak at step 150:
 # 3,306 MB against 2,058 MB with 64 kept). Stage 1 now rounds its batches' lengths
 # (`train.stage1_*_multiple`), so its few dozen shapes come back, and kept kernels pay:
-# fast recipe, stage-1 steps on 2 cores, 15,692 tok/s with 1,024 kept, 12,474 with 512,
-# 9,996 with 256, 10,008 with 64, for about 300 MB more resident memory than 64
-# (bench/README.md, "Batch shapes that come back"). ONEDNN_PRIMITIVE_CACHE_CAPACITY=64
-# trades that speed back for the memory.
+# fast recipe, stage-1 steps on 2 cores of an Intel Xeon with AMX, 15,335 tok/s with 1,024
+# kept, 13,508 with 512, 10,894 with 256, 11,067 with 64, for about 300 MB more resident
+# memory than 64 (1,624 against 1,300 MB). A stage of exact lengths (stage 2) fills the
+# cache with kernels used once: more memory, no speed (bench/README.md, "Batch shapes that
+# come back"). ONEDNN_PRIMITIVE_CACHE_CAPACITY=64 trades the speed back for the memory.
 PRIMITIVE_CACHE = 1024
 
 
