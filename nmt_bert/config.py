@@ -104,7 +104,8 @@ class TrainConfig:
     # Stage-1 padded lengths rounded up to these multiples, so that its batches come in a
     # few dozen shapes whose kernels oneDNN (torch's CPU matmuls) builds once (fast recipe
     # on 2 cores of an Intel Xeon with AMX: 1.37x the stage-1 tokens/s, no lower test BLEU
-    # at equal tokens; bench/README.md, "Batch shapes that come back"). Stage 2 keeps exact lengths. 1 and 1: the batches of earlier trees.
+    # at equal tokens; bench/README.md, "Batch shapes that come back"). Stage 2 keeps exact
+    # lengths. 1 and 1: the batches of earlier trees.
     stage1_source_multiple: int = 32  # cheap to pad in stage 1: cached states, no encoder
     stage1_target_multiple: int = 4
     accumulate: int = 1  # gradient accumulation: effective batch = accumulate x batch_tokens

@@ -46,6 +46,9 @@ class TokenData:
         self.tgt_flat, self.tgt_offsets = tgt_flat, tgt_offsets
         self.src_lens = np.diff(src_offsets)
         self.tgt_lens = np.diff(tgt_offsets) + 1  # + EOS
+        # the longest of each side: how far `collate` may round a batch's lengths up
+        self.src_cap = int(self.src_lens.max()) if len(self.src_lens) else 0
+        self.tgt_cap = int(self.tgt_lens.max()) if len(self.tgt_lens) else 0
 
     @classmethod
     def from_dataset(cls, dataset, lookup: np.ndarray) -> "TokenData":
@@ -61,8 +64,8 @@ class TokenData:
         """The examples `index` as one Batch, padded to the longest source and target, each
         rounded up to its multiple in `multiples` (source, target; see `round_up`)."""
         b = len(index)
-        s_len = round_up(self.src_lens[index].max(), multiples[0], self.src_lens.max())
-        t_len = round_up(self.tgt_lens[index].max(), multiples[1], self.tgt_lens.max())
+        s_len = round_up(self.src_lens[index].max(), multiples[0], self.src_cap)
+        t_len = round_up(self.tgt_lens[index].max(), multiples[1], self.tgt_cap)
         src = np.zeros((b, s_len), dtype=np.int64)
         mask = np.zeros((b, s_len), dtype=bool)
         labels = np.full((b, t_len), PAD, dtype=np.int64)
