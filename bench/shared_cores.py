@@ -8,6 +8,7 @@ and beside a second process that keeps `--load-threads` torch threads busy with 
   default   GNU OpenMP's own spin-wait (300,000 turns before a thread sleeps)
   spin      GOMP_SPINCOUNT=nmt_bert.cpu.SPIN_COUNT, what the nmt-bert command sets
   passive   OMP_WAIT_POLICY=PASSIVE (threads sleep at once)
+  spin:N    GOMP_SPINCOUNT=N (another spin-wait to weigh against these)
 
     python bench/shared_cores.py --data /tmp/prep-bible --recipe recipes/fast-cpu.yaml --threads 2
     python bench/shared_cores.py --smoke
@@ -46,9 +47,16 @@ def start_load(threads: int) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", LOAD, str(threads)], env=env)
 
 
+def setting_env(setting: str) -> dict:
+    """The environment of a wait setting: one of SETTINGS, or spin:N."""
+    if setting.startswith("spin:"):
+        return {"GOMP_SPINCOUNT": str(int(setting[5:]))}
+    return SETTINGS[setting]
+
+
 def timed(args, config_dict: dict, cache_dir: Path, setting: str) -> dict:
     saved = {k: os.environ.pop(k) for k in WAIT_VARIABLES if k in os.environ}
-    os.environ.update(SETTINGS[setting])  # read by the child's OpenMP runtime as it loads
+    os.environ.update(setting_env(setting))  # read by the child's OpenMP runtime as it loads
     try:
         return measure("train_throughput:nmt_bert_system",
                        {"system": "a", "data": str(args.data), "config": config_dict,
@@ -68,6 +76,9 @@ def main() -> None:
     p.add_argument("--load-threads", type=int, default=2, help="threads of the other job (0: the quiet runs only)")
     p.add_argument("--settings", default="default,spin,passive", help="wait settings to run")
     args = p.parse_args()
+    for setting in args.settings.split(","):
+        if not setting.startswith("spin:") and setting not in SETTINGS:
+            p.error(f"--settings: unknown {setting!r} (one of {', '.join(SETTINGS)}, or spin:N)")
     common.quiet()
     if common.apply_smoke(args):
         args.steps, args.warmup, args.settings = min(args.steps, 4), min(args.warmup, 1), "spin"

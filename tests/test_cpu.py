@@ -1,4 +1,4 @@
-"""CPU runtime settings: a short OpenMP spin-wait set before torch loads, and oneDNN's
+"""CPU runtime settings: a bounded OpenMP spin-wait set before torch loads, and oneDNN's
 primitive cache bounded before the first matmul; the user's own choices stand."""
 
 import os
@@ -8,7 +8,7 @@ import sys
 from nmt_bert.cpu import PRIMITIVE_CACHE, SPIN_COUNT, bound_kernel_cache, share_cores_politely
 
 
-def test_a_short_spin_wait_unless_the_user_chose_one():
+def test_a_bounded_spin_wait_unless_the_user_chose_one():
     env = {}
     share_cores_politely(env)
     assert env == {"GOMP_SPINCOUNT": str(SPIN_COUNT)}
