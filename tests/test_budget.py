@@ -14,7 +14,8 @@ import pytest
 
 from conftest import tiny_config, tiny_sets
 from nmt_bert.errors import UserError
-from nmt_bert.train.budget import (EVAL_MARGIN, FIRST_EVAL_GUESS, eval_estimate, eval_points,
+from nmt_bert.train.budget import (EVAL_MARGIN, FIRST_EVAL_GUESS, FIRST_EVAL_STEPS_PER_BATCH,
+                                   eval_estimate, eval_points,
                                    fit_steps, parse_minutes, replanned_factor, scaled_warmup,
                                    step_estimate)
 
@@ -49,7 +50,11 @@ def test_the_plan_counts_slow_steps_and_the_slowest_evaluation():
     assert step_estimate(steps) == pytest.approx(1.25)
     assert step_estimate([9.0] * 100 + [1.0] * 50) == pytest.approx(1.0)  # the recent ones
     assert eval_estimate([], 0.5) == pytest.approx(FIRST_EVAL_GUESS * 0.5)
+    # before the first: by the dev set's size, in training batches' worth of tokens
+    assert eval_estimate([], 0.5, 9.0) == pytest.approx(FIRST_EVAL_STEPS_PER_BATCH * 9.0 * 0.5)
+    assert eval_estimate([], 0.5, 36.0) == pytest.approx(4 * eval_estimate([], 0.5, 9.0))
     assert eval_estimate([78.0, 40.0], 0.5) == pytest.approx(EVAL_MARGIN * 78.0)
+    assert eval_estimate([78.0, 40.0], 0.5, 9.0) == pytest.approx(EVAL_MARGIN * 78.0)
 
 
 def test_a_replanned_decay_is_continuous_and_ends_at_zero():
@@ -111,6 +116,29 @@ def test_a_budget_keeps_the_time_for_what_follows_training(tmp_path, tiny_prepar
     kept = tail * max(r["seconds"] for r in evals)  # >= 10 s
     assert finished["seconds_in_budget"] + kept <= 36 + 2
     assert train_records(run)[-1]["lr"] == 0.0  # the schedule completed all the same
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_the_trainer_prices_a_first_evaluation_by_its_dev_set(tmp_path, tiny_prepared_dir,
+                                                               tiny_encoder_dir, beam):
+    """The schedule is told the dev set's size in training batches' worth of tokens (source
+    and target, as train.batch_tokens counts them), times the validation beam."""
+    import torch
+
+    from nmt_bert.train.run_dir import RunDir
+    from nmt_bert.train.run_log import RunLog
+    from nmt_bert.train.run_setup import build
+    from nmt_bert.train.training import Trainer
+
+    config = tiny_config(tiny_encoder_dir, "train.batch_tokens=300", f"train.valid_beam={beam}")
+    run = RunDir(tmp_path / "run")
+    run.create(tiny_prepared_dir, config)
+    log = RunLog(run, enabled=False)
+    trainer = Trainer(build(run, tiny_prepared_dir, config, None, log), run, torch.device("cpu"), log)
+    dev = trainer.setup.dev_data
+    tokens = len(dev.src_flat) + len(dev.tgt_flat) + len(dev)  # each target with its EOS
+    assert len(dev) > 0 and tokens > 0
+    assert trainer.schedule.dev_batches == pytest.approx(tokens * beam / 300)
 
 
 @pytest.mark.parametrize("warmup, configured, planned, step, expected", [

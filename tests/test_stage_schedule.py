@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from nmt_bert.config import TrainConfig
-from nmt_bert.train.budget import EVAL_MARGIN, TimeBudget
+from nmt_bert.train.budget import EVAL_MARGIN, FIRST_EVAL_STEPS_PER_BATCH, MEASURE_STEPS, TimeBudget
 from nmt_bert.train.stage_schedule import StageSchedule
 from nmt_bert.train.train_state import TrainState
 
@@ -21,14 +21,15 @@ class Clock:
 
 def run_stage(cfg: TrainConfig, minutes: float, step_seconds, eval_seconds: float,
               setup_seconds: float = 0.0, stage: int = 1, clock: Clock | None = None,
-              budget: TimeBudget | None = None):
+              budget: TimeBudget | None = None, dev_batches: float = 0.0):
     """The schedule as Trainer.run_stage drives it (step_done, then evaluated after each
     evaluation), with simulated time: each step takes step_seconds(step) and each
     evaluation eval_seconds. Returns the schedule, the state, the learning-rate factor of
-    every step and the clock."""
+    every step and the clock; `schedule.plans` holds the planned steps after each step."""
     clock = clock or Clock()
     budget = budget or TimeBudget(minutes, clock=clock)
     schedule = StageSchedule(cfg, info=lambda message: None, budget=budget)
+    schedule.dev_batches, schedule.plans = dev_batches, []
     state = TrainState()
     clock.now += setup_seconds
     state.stage = stage
@@ -39,7 +40,9 @@ def run_stage(cfg: TrainConfig, minutes: float, step_seconds, eval_seconds: floa
         factors.append(schedule.factor(state, state.step + 1))
         state.step += 1
         clock.now += step_seconds(state.step)
-        if schedule.step_done(state, step_seconds(state.step)):
+        due = schedule.step_done(state, step_seconds(state.step))
+        schedule.plans.append(state.planned_steps)
+        if due:
             clock.now += eval_seconds  # what Trainer.evaluate records
             schedule.eval_seconds.append(eval_seconds)
             state.evals_in_stage += 1
@@ -77,6 +80,26 @@ def test_a_machine_whose_speed_changes_midway_ends_in_time_on_a_continuous_decay
     decay = factors[200:]
     assert all(a >= b for a, b in zip(decay, decay[1:]))  # never rises
     assert max(a - b for a, b in zip(decay, decay[1:])) < 0.01  # never drops at once
+
+
+@pytest.mark.parametrize("dev_batches", [9.0, 40.0])  # the bundled dev set; a larger one
+def test_the_first_plan_prices_evaluations_by_the_dev_sets_size(dev_batches):
+    """Before an evaluation is measured, the plan prices one by the dev set's size. When
+    evaluations cost what that guess assumes, no later plan cuts the first one short (the
+    margin kept for evaluations only gives steps back as they come in under it). A guess
+    blind to the dev set's size plans steps it has to take back."""
+    step_s = 0.2
+    eval_s = FIRST_EVAL_STEPS_PER_BATCH / EVAL_MARGIN * dev_batches * step_s
+    schedule, state, factors, clock = run_stage(fast_cpu(tail_evals=1.5), 15, lambda step: step_s,
+                                                eval_s, setup_seconds=60.0,
+                                                dev_batches=dev_batches)
+    first = schedule.plans[MEASURE_STEPS - 1]
+    assert min(schedule.plans[MEASURE_STEPS - 1:]) >= first * 0.995
+    assert state.step >= first
+    assert clock.now <= 15 * 60 and factors[-1] == 0.0
+    blind, blind_state, _, _ = run_stage(fast_cpu(tail_evals=1.5), 15, lambda step: step_s,
+                                         eval_s, setup_seconds=60.0)
+    assert blind.plans[MEASURE_STEPS - 1] > 1.05 * blind_state.step
 
 
 def test_the_time_for_what_follows_training_is_kept():

@@ -19,7 +19,16 @@ import time
 from nmt_bert.errors import UserError
 
 MEASURE_STEPS = 10  # steps timed before the first plan
-FIRST_EVAL_GUESS = 20.0  # an evaluation costs about this many steps until one is measured
+# Until one is measured, an evaluation is taken to cost this many training steps for each
+# training batch's worth of dev tokens (source + target, at train.batch_tokens a batch),
+# times the validation beam: decoding the dev set runs a token at a time. On an Intel Xeon
+# with AMX (2 vCPUs; the bundled dev set, 36,026 tokens, 4,000 a batch) the fast recipe's
+# first evaluation took 15.3 s at 0.20 s a step and, another day, 40 s at 0.25 s; the full
+# recipe's 18.1 s at 0.34 s: 6-18 steps a batch, 10-31 once counted with EVAL_MARGIN as a
+# measured one is. The fixed guess this replaces (20 steps, whatever the dev set's size)
+# was 2.7-8x below what they took.
+FIRST_EVAL_STEPS_PER_BATCH = 20.0
+FIRST_EVAL_GUESS = 20.0  # steps, when the dev set's size is not known
 # An evaluation decodes the dev set: it slows as the model's hypotheses lengthen and as the
 # machine's load grows, so the plan counts the slowest one measured, with this margin. The
 # fast recipe's last evaluation took 1.40 and 1.75 times its first on a quiet 2-core machine
@@ -70,12 +79,16 @@ def step_estimate(step_seconds: list[float]) -> float:
     return sum(recent) / max(len(recent), 1)
 
 
-def eval_estimate(eval_seconds: list[float], step_seconds: float) -> float:
-    """Seconds an evaluation will take: the slowest measured, with EVAL_MARGIN; before the
-    first, FIRST_EVAL_GUESS steps' worth."""
-    if not eval_seconds:
-        return FIRST_EVAL_GUESS * step_seconds
-    return EVAL_MARGIN * max(eval_seconds)
+def eval_estimate(eval_seconds: list[float], step_seconds: float,
+                  dev_batches: float = 0.0) -> float:
+    """Seconds an evaluation will take: the slowest measured, with EVAL_MARGIN. Before the
+    first: FIRST_EVAL_STEPS_PER_BATCH steps for each of the `dev_batches` training batches'
+    worth of dev tokens (beam included), or FIRST_EVAL_GUESS steps when that is unknown."""
+    if eval_seconds:
+        return EVAL_MARGIN * max(eval_seconds)
+    if dev_batches > 0:
+        return FIRST_EVAL_STEPS_PER_BATCH * dev_batches * step_seconds
+    return FIRST_EVAL_GUESS * step_seconds
 
 
 def scaled_warmup(warmup: int, configured: int, planned: int, step: int) -> int:

@@ -28,6 +28,9 @@ class StageSchedule:
         self.step_seconds: list[float] = []  # each completed step's, as measured
         self.eval_seconds: list[float] = []  # each evaluation's, as measured
         self.save_seconds = 1.0  # the slowest checkpoint write measured
+        # the dev set's source + target tokens over train.batch_tokens, times the validation
+        # beam: what the first plan scales an evaluation's cost by (set by the trainer)
+        self.dev_batches = 0.0
 
     def configured_steps(self, stage: int) -> int:
         return self.cfg.stage1_steps if stage == 1 else self.cfg.stage2_steps
@@ -103,7 +106,7 @@ class StageSchedule:
         """Fit the stage's remaining steps to the time left, keeping the schedule continuous."""
         step = state.step
         step_s = step_estimate(self.step_seconds)
-        eval_s = eval_estimate(self.eval_seconds, step_s)
+        eval_s = eval_estimate(self.eval_seconds, step_s, self.dev_batches)
         last_stage = state.stage == 2 or self.cfg.stage2_steps == 0
         # after the last step: the checkpoints, the averaged model's evaluation, and the
         # work the caller does next inside the same budget (the pipeline's test set)

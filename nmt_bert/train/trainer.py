@@ -52,6 +52,9 @@ class Trainer:
         self.batches = EpochBatches(setup.train_data, self.cfg.batch_tokens, self.cfg.seed, dist.shard)
         self.interrupts = Interrupts()  # signals wait for the step in progress to complete
         self.schedule = StageSchedule(self.cfg, log.info)  # its budget: set by `train`
+        dev = setup.dev_data
+        self.schedule.dev_batches = (int(dev.src_lens.sum()) + int(dev.tgt_lens.sum())) \
+            * max(1, self.cfg.valid_beam) / max(1, self.cfg.batch_tokens)
 
     @property
     def budget(self) -> TimeBudget | None:
