@@ -49,8 +49,8 @@ def start_load(threads: int) -> subprocess.Popen:
 
 def setting_env(setting: str) -> dict:
     """The environment of a wait setting: one of SETTINGS, or spin:N."""
-    if setting.startswith("spin:"):
-        return {"GOMP_SPINCOUNT": str(int(setting[5:]))}
+    if setting.startswith("spin:") and setting[5:].isdigit():
+        return {"GOMP_SPINCOUNT": setting[5:]}
     return SETTINGS[setting]
 
 
@@ -77,7 +77,9 @@ def main() -> None:
     p.add_argument("--settings", default="default,spin,passive", help="wait settings to run")
     args = p.parse_args()
     for setting in args.settings.split(","):
-        if not setting.startswith("spin:") and setting not in SETTINGS:
+        try:
+            setting_env(setting)
+        except KeyError:
             p.error(f"--settings: unknown {setting!r} (one of {', '.join(SETTINGS)}, or spin:N)")
     common.quiet()
     if common.apply_smoke(args):
